@@ -1,0 +1,82 @@
+"""Build datasets, tokenizer, model and loaders from a resolved config (the only place that wires them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+from transformers import AutoTokenizer
+
+from data import Collator, ProcessedDataset, build_dataloader, build_image_transform, create_dataset, dataset_params
+from models import ModelNotAvailableError, MultimodalModel
+from models.errors import offline_hint
+
+from .config import to_dict
+
+
+def build_dataset(cfg: DictConfig, split: str, languages: list[str] | None = None):
+    """One split of the configured dataset, optionally restricted to some languages."""
+    params: dict[str, Any] = dict(to_dict(cfg.data.params))
+    accepted = dataset_params(cfg.data.name)
+    if "on_error" in accepted:
+        params.setdefault("on_error", cfg.data.on_error)
+    dataset = create_dataset(cfg.data.name, cfg.data.root, split, **params)
+    if languages:
+        unknown = sorted(set(languages) - set(dataset.languages))
+        if unknown:
+            raise ValueError(f"languages {unknown} not in split {split!r} of {cfg.data.root!r} "
+                             f"(it has {dataset.languages})")
+        dataset.records = [r for r in dataset.records if r.get("lang") in set(languages)]
+    return dataset
+
+
+def build_tokenizer(cfg: DictConfig, model_dir: str | Path | None = None):
+    """The tokenizer saved with a model, the configured one, the text model's own, or the dataset's (tiny)."""
+    text = cfg.model.text
+    if model_dir is not None and (Path(model_dir) / "tokenizer").is_dir():
+        source = str(Path(model_dir) / "tokenizer")
+    elif text.tokenizer:
+        source = text.tokenizer
+    elif text.name:
+        source = text.name
+    else:
+        source = str(Path(cfg.data.root) / "tokenizer")
+        if not Path(source).is_dir():
+            raise FileNotFoundError(
+                f"the tiny text encoder needs a tokenizer and {source!r} does not exist: set model.text.tokenizer "
+                "to a tokenizer directory, or use a dataset that ships one (the embedded 'shapes' benchmark does)")
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        raise offline_hint("tokenizer", source, err) from err
+
+
+def build_model(cfg: DictConfig, num_outputs: int, label_names: list[str], multi_label: bool, tokenizer: Any,
+                ) -> MultimodalModel:
+    model_cfg = to_dict(cfg.model)
+    overrides = {k: v for k, v in (("image_size", cfg.data.image_size), ("mean", cfg.data.mean),
+                                   ("std", cfg.data.std)) if v is not None}
+    try:
+        return MultimodalModel(model_cfg, num_outputs, label_names, multi_label, vocab_size=len(tokenizer),
+                               image_overrides=overrides)
+    except ModelNotAvailableError:
+        raise
+
+
+def num_outputs_for(dataset) -> int:
+    return len(dataset.label_names)
+
+
+def build_loader(cfg: DictConfig, dataset, tokenizer, image_data_config: dict | None, train: bool,
+                 languages: list[str], batch_size: int | None = None):
+    transform = build_image_transform(image_data_config, train=train and cfg.data.augment) if image_data_config \
+        else None
+    processed = ProcessedDataset(dataset, transform, on_error=cfg.data.on_error)
+    collator = Collator(tokenizer, cfg.data.max_text_length, len(dataset.label_names), dataset.multi_label,
+                        languages)
+    return build_dataloader(
+        processed, collator, batch_size or (cfg.train.batch_size if train else cfg.eval.batch_size), shuffle=train,
+        num_workers=cfg.data.num_workers, pin_memory=cfg.data.pin_memory,
+        persistent_workers=cfg.data.persistent_workers and cfg.data.num_workers > 0, seed=cfg.run.seed,
+    )

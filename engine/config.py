@@ -1,0 +1,256 @@
+"""Typed run configuration: schema, defaults, experiment YAML, dotted overrides.
+
+A run's config is built in three layers (DINOv2 style): ``configs/defaults.yaml`` (every key), an experiment YAML
+holding only its changes, then ``a.b=c`` overrides from the command line. Every layer is checked against the
+schema below: an unknown key or a value of the wrong type fails at once, naming the nearest valid key.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULTS = ROOT / "configs" / "defaults.yaml"
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    output_dir: str = "runs"
+    seed: int = 0
+    tracker: str = "none"  # none | wandb | tensorboard
+    project: str = "crossfuse"
+    group: Optional[str] = None
+    log_every: int = 10
+    progress_bar: bool = True
+    overwrite: bool = False  # allow training into a run folder that already holds a model
+
+
+@dataclass
+class DataConfig:
+    name: str = "shapes"
+    root: str = "data_cache/shapes"
+    train_split: str = "train"
+    eval_split: str = "val"
+    test_split: Optional[str] = "test"
+    languages: Optional[list[str]] = None  # train languages; None = all
+    eval_languages: Optional[list[str]] = None  # None = all languages in the eval split
+    max_text_length: int = 32
+    image_size: Optional[int] = None  # None = the vision encoder's own input size
+    mean: Optional[list[float]] = None
+    std: Optional[list[float]] = None
+    augment: bool = False
+    on_error: str = "raise"  # raise | skip
+    num_workers: int = 0
+    pin_memory: bool = False
+    persistent_workers: bool = False
+    params: dict[str, Any] = field(default_factory=dict)  # dataset-specific builder arguments
+
+
+@dataclass
+class TinyTextConfig:
+    hidden_size: int = 128
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 2
+    intermediate_size: int = 256
+
+
+@dataclass
+class TextEncoderConfig:
+    name: Optional[str] = None  # HF model name or local directory; None = tiny BERT from `tiny`
+    tokenizer: Optional[str] = None  # None = the model's own, or the dataset's tokenizer/ for a tiny model
+    pretrained: bool = True
+    tiny: TinyTextConfig = field(default_factory=TinyTextConfig)
+    pooling: str = "cls"  # cls | mean
+    freeze: bool = False
+    unfreeze_last_n: int = 0
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class VisionEncoderConfig:
+    name: str = "vit_tiny_patch16_224"
+    pretrained: bool = False
+    checkpoint: Optional[str] = None  # local weights file (safetensors or torch) loaded into the timm model
+    kwargs: dict[str, Any] = field(default_factory=dict)  # passed to timm.create_model (img_size, depth, ...)
+    freeze: bool = False
+    gradient_checkpointing: bool = False
+    channels_last: bool = False
+
+
+@dataclass
+class FusionConfig:
+    name: str = "concat"
+    dim: int = 256
+    dropout: float = 0.1
+    params: dict[str, Any] = field(default_factory=dict)  # method-specific options, checked against the method
+
+
+@dataclass
+class HeadConfig:
+    hidden: int = 0  # 0 = a single linear layer
+    dropout: float = 0.1
+
+
+@dataclass
+class ModelConfig:
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    vision: VisionEncoderConfig = field(default_factory=VisionEncoderConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    modality_dropout: dict[str, float] = field(default_factory=dict)  # e.g. {text: 0.1, image: 0.1}
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3  # fusion, head and anything not an encoder
+    encoder_lr: Optional[float] = None  # None = lr
+    weight_decay: float = 0.01  # never applied to norms, biases and embeddings
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    schedule: str = "cosine"  # cosine | linear | constant
+    warmup_ratio: float = 0.05
+    clip_grad: float = 1.0  # 0 = no clipping
+
+
+@dataclass
+class TrainConfig:
+    task: str = "classification"
+    task_params: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 1
+    max_steps: int = 0  # >0 overrides epochs
+    batch_size: int = 32
+    grad_accum: int = 1
+    mixed_precision: Optional[str] = None  # None = from the Accelerate config; or no | fp16 | bf16
+    eval_every: int = 0  # steps; 0 = at the end of each epoch
+    save_every: int = 0  # steps; 0 = no periodic training state
+    keep_last: int = 2
+    best_metric: str = "accuracy"
+    best_mode: str = "max"
+    init_from: Optional[str] = None  # a saved run or model directory to start from
+    nonfinite: str = "stop"  # stop | skip: what a NaN/inf loss does
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 64
+    modality_ablation: bool = True
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+class ConfigError(ValueError):
+    """A config a user wrote is wrong; the message says where and how to fix it."""
+
+
+def _all_keys(node: Any, prefix: str = "") -> list[str]:
+    keys = []
+    if isinstance(node, DictConfig):
+        for k in node.keys():
+            full = f"{prefix}{k}"
+            keys.append(full)
+            keys.extend(_all_keys(node._get_node(k), full + "."))
+    return keys
+
+
+def _explain(err: OmegaConfBaseException, source: str) -> ConfigError:
+    key = getattr(err, "full_key", None) or ""
+    msg = str(err).splitlines()[0]
+    if isinstance(err, ConfigKeyError) or "not in struct" in msg or "Key '" in msg and "not" in msg:
+        valid = _all_keys(OmegaConf.structured(Config))
+        near = difflib.get_close_matches(key, valid, n=1, cutoff=0.4)
+        leaf = key.rsplit(".", 1)[-1]
+        if not near:
+            near = [k for k in valid if k.rsplit(".", 1)[-1] == leaf][:1] or difflib.get_close_matches(
+                leaf, [k.rsplit(".", 1)[-1] for k in valid], n=1
+            )
+        hint = f" Did you mean '{near[0]}'?" if near else ""
+        return ConfigError(f"{source}: unknown config key '{key}'.{hint} (see configs/defaults.yaml for every key)")
+    return ConfigError(f"{source}: invalid value for '{key}': {msg}")
+
+
+def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, other)
+    except OmegaConfBaseException as err:
+        raise _explain(err, source) from None
+
+
+def load_config(experiment: str | Path | None = None, overrides: list[str] | None = None) -> DictConfig:
+    """Resolve a run config: schema <- defaults.yaml <- experiment YAML <- dotted overrides.
+
+    Args:
+        experiment: path of an experiment YAML holding only changes (or None).
+        overrides: ``["optim.lr=3e-4", "model.fusion.name=gated"]`` style strings.
+
+    Returns:
+        A read-only, type-checked ``DictConfig`` with the ``Config`` schema.
+    """
+    cfg = OmegaConf.structured(Config)
+    layers: list[tuple[Any, str]] = []
+    if DEFAULTS.exists():
+        layers.append((OmegaConf.load(DEFAULTS), str(DEFAULTS)))
+    if experiment is not None:
+        path = Path(experiment)
+        if not path.is_file():
+            raise ConfigError(f"experiment config {str(path)!r} does not exist (expected a YAML file, e.g. "
+                              "configs/experiments/quickstart.yaml)")
+        layers.append((OmegaConf.load(path), str(path)))
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.lr=3e-4)")
+        try:
+            layers.append((OmegaConf.from_dotlist([item]), f"override {item!r}"))
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"override {item!r} could not be parsed: {err}") from None
+    for layer, source in layers:
+        cfg = _merge(cfg, layer, source)
+    _check_choices(cfg)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+_CHOICES = {
+    "run.tracker": ("none", "wandb", "tensorboard"),
+    "data.on_error": ("raise", "skip"),
+    "model.text.pooling": ("cls", "mean"),
+    "train.nonfinite": ("stop", "skip"),
+    "optim.schedule": ("cosine", "linear", "constant"),
+    "train.best_mode": ("max", "min"),
+    "train.mixed_precision": (None, "no", "fp16", "bf16"),
+}
+
+
+def _check_choices(cfg: DictConfig) -> None:
+    for key, allowed in _CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"'{key}' is {value!r}; choose one of {', '.join(map(str, allowed))}")
+
+
+def config_from_dict(data: dict) -> DictConfig:
+    """Rebuild a config saved with a run (validated against the current schema)."""
+    cfg = _merge(OmegaConf.structured(Config), OmegaConf.create(data), "saved config")
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def save_config(cfg: DictConfig, path: str | Path) -> None:
+    Path(path).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def to_dict(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)

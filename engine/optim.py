@@ -1,0 +1,44 @@
+"""AdamW with parameter groups and a warm-up + decay schedule."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import get_scheduler
+
+ENCODER_PREFIXES = ("text.", "vision.")
+
+
+def no_weight_decay(name: str, param: torch.Tensor) -> bool:
+    """Biases, norm weights and embeddings are not decayed (1-D tensors cover biases, norms, learned tokens)."""
+    return param.ndim <= 1 or "embeddings" in name or name.endswith(("pos_embed", "cls_token", "reg_token"))
+
+
+def param_groups(model: nn.Module, lr: float, encoder_lr: float | None, weight_decay: float) -> list[dict]:
+    """Four groups: {encoder, fusion/head} x {decay, no decay}; frozen parameters are left out."""
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        key = (name.startswith(ENCODER_PREFIXES), no_weight_decay(name, param))
+        groups.setdefault(key, []).append(param)
+    enc_lr = lr if encoder_lr is None else encoder_lr
+    return [
+        {"params": params, "lr": enc_lr if is_enc else lr, "weight_decay": 0.0 if no_wd else weight_decay,
+         "name": f"{'encoder' if is_enc else 'fusion_head'}{'_no_wd' if no_wd else ''}"}
+        for (is_enc, no_wd), params in sorted(groups.items())
+    ]
+
+
+def build_optimizer(model: nn.Module, lr: float, encoder_lr: float | None, weight_decay: float,
+                    betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
+    groups = param_groups(model, lr, encoder_lr, weight_decay)
+    if not groups:
+        raise ValueError("no trainable parameters: every tower is frozen and the fusion/head has no weights")
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int, warmup_ratio: float):
+    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[schedule]
+    return get_scheduler(name, optimizer, num_warmup_steps=int(round(warmup_ratio * total_steps)),
+                         num_training_steps=total_steps)

@@ -1,0 +1,79 @@
+"""Training objectives. A task turns (model, batch) into a loss dict, so one loop serves every objective.
+
+Supervised classification lives here; contrastive alignment and distillation register themselves the same way
+(``@register_task("name")``) in their own modules.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Callable
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+_TASKS: dict[str, Callable[..., Task]] = {}
+
+
+def register_task(name: str):
+    def wrap(cls):
+        if name in _TASKS:
+            raise ValueError(f"task {name!r} is registered twice")
+        _TASKS[name] = cls
+        cls.task_name = name
+        return cls
+
+    return wrap
+
+
+def list_tasks() -> list[str]:
+    return sorted(_TASKS)
+
+
+def create_task(name: str, **params: Any) -> Task:
+    if name not in _TASKS:
+        near = difflib.get_close_matches(name, _TASKS, n=1)
+        hint = f" Did you mean {near[0]!r}?" if near else ""
+        raise KeyError(f"unknown task {name!r}.{hint} Registered: {', '.join(list_tasks())}")
+    try:
+        return _TASKS[name](**params)
+    except TypeError as err:
+        raise TypeError(f"task {name!r}: bad train.task_params: {err}") from None
+
+
+class Task:
+    """An objective. ``__call__`` returns ``{"loss": scalar, ...}`` plus anything worth logging (scalars) and
+    ``outputs`` (the model's output dict) for metrics. ``setup`` may add trainable modules (e.g. a projection)."""
+
+    def setup(self, model: nn.Module) -> nn.Module | None:
+        return None
+
+    def __call__(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover
+        raise NotImplementedError
+
+
+@register_task("classification")
+class ClassificationTask(Task):
+    """Cross-entropy for single-label targets ``(B,)``, BCE-with-logits for multi-hot targets ``(B, C)``.
+
+    Args:
+        label_smoothing: cross-entropy label smoothing.
+        pos_weight: optional per-label positive weight for BCE (class imbalance in multi-label data).
+    """
+
+    def __init__(self, label_smoothing: float = 0.0, pos_weight: list[float] | None = None):
+        self.label_smoothing = label_smoothing
+        self.pos_weight = pos_weight
+
+    def __call__(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
+        out = model(batch)
+        return {"loss": classification_loss(out["logits"], batch["labels"], self.label_smoothing, self.pos_weight),
+                "outputs": out}
+
+
+def classification_loss(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0,
+                        pos_weight: list[float] | None = None) -> Tensor:
+    if labels.ndim == 2:
+        weight = logits.new_tensor(pos_weight) if pos_weight is not None else None
+        return F.binary_cross_entropy_with_logits(logits.float(), labels.float(), pos_weight=weight)
+    return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)

@@ -1,0 +1,60 @@
+"""Evaluate a trained run: ``python evaluate.py runs/quickstart [key=value ...] [--out eval.json]``.
+
+Reloads the run's saved config and best model, evaluates the eval split and the test split (overall, per
+language, with the text and then the image masked), prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from accelerate import Accelerator
+
+from engine.builders import build_dataset, build_loader, build_tokenizer
+from engine.checkpoint import write_json_atomic
+from engine.cli import exit_cleanly
+from engine.config import ConfigError, load_config
+from engine.evaluation import format_table
+from engine.trainer import evaluate_splits
+from models import MultimodalModel, resolve_model_dir
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", help="a run folder written by train.py (or any saved model folder with config)")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.eval_split=test")
+    parser.add_argument("--out", default=None, help="where to write the JSON (default: RUN_DIR/eval.json)")
+    args = parser.parse_args(argv)
+    run_dir = Path(args.run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder: {config_path} does not exist "
+                                "(train.py writes it; pass the folder train.py created under run.output_dir)")
+    cfg = load_config(config_path, args.overrides)
+    model_dir = resolve_model_dir(run_dir)
+    acc = Accelerator(mixed_precision=cfg.train.mixed_precision)
+    model = MultimodalModel.from_pretrained(model_dir)
+    tokenizer = build_tokenizer(cfg, model_dir)
+    loaders, languages = {}, []
+    if cfg.data.eval_split:
+        dataset = build_dataset(cfg, cfg.data.eval_split, cfg.data.eval_languages)
+        languages = dataset.languages
+        loaders["val"] = build_loader(cfg, dataset, tokenizer, model.image_data_config, False, languages)
+    prepared = acc.prepare(model, *loaders.values())
+    model, loaders = prepared[0], dict(zip(loaders, prepared[1:]))
+    results = evaluate_splits(cfg, acc, model, tokenizer, languages, loaders)
+    if acc.is_main_process:
+        print(format_table(results))
+        write_json_atomic(Path(args.out) if args.out else run_dir / "eval.json", results)
+    return results
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ConfigError, FileNotFoundError) as err:
+        sys.exit(f"error: {err}")
+    exit_cleanly(0)

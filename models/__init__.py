@@ -1,0 +1,12 @@
+"""Encoders (transformers, timm), heads and the multimodal model."""
+
+from .errors import CheckpointMismatchError, ModelNotAvailableError
+from .heads import ClassificationHead
+from .multimodal import MultimodalModel, load_state, resolve_model_dir
+from .text_encoder import TextEncoder
+from .vision_encoder import VisionEncoder, load_weights_file
+
+__all__ = [
+    "CheckpointMismatchError", "ClassificationHead", "ModelNotAvailableError", "MultimodalModel", "TextEncoder",
+    "VisionEncoder", "load_state", "load_weights_file", "resolve_model_dir",
+]

@@ -1,0 +1,116 @@
+"""Vision tower: any ``timm`` model (ViT, ResNet, ConvNeXt, ...) behind one small adapter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from fusion.base import ModalityFeatures
+
+from .errors import CheckpointMismatchError, ModelNotAvailableError, offline_hint
+
+
+def load_weights_file(path: str | Path) -> dict[str, Tensor]:
+    """Read a state dict from ``.safetensors`` or a torch file, never unpickling arbitrary objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelNotAvailableError(f"checkpoint file {str(path)!r} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            return state[key]
+    return state
+
+
+class VisionEncoder(nn.Module):
+    """Wraps a timm model; returns token features (ViT patch tokens or a CNN's flattened map) and a pooled vector.
+
+    Args:
+        name: any ``timm.list_models()`` name.
+        pretrained: load timm's pretrained weights (from the local cache when offline).
+        checkpoint: a local weights file loaded into the model (classifier weights are ignored).
+        kwargs: extra ``timm.create_model`` arguments (``img_size``, ``depth``, ``embed_dim``, ...).
+        freeze: freeze every weight of the tower.
+        gradient_checkpointing: trade compute for activation memory.
+        channels_last: NHWC memory format (faster convolutions on GPUs).
+        image_size, mean, std: override the preprocessing of the model's own timm data config.
+    """
+
+    def __init__(
+        self,
+        name: str = "vit_tiny_patch16_224",
+        pretrained: bool = False,
+        checkpoint: str | None = None,
+        kwargs: dict | None = None,
+        freeze: bool = False,
+        gradient_checkpointing: bool = False,
+        channels_last: bool = False,
+        image_size: int | None = None,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+    ):
+        super().__init__()
+        if name not in timm.list_models() and not timm.is_model(name):
+            raise ValueError(f"unknown timm model {name!r}; see timm.list_models('*vit*') for names")
+        try:
+            self.model = timm.create_model(name, pretrained=pretrained, num_classes=0, **dict(kwargs or {}))
+        except (OSError, RuntimeError) as err:
+            if pretrained:
+                raise offline_hint("vision encoder", name, err) from err
+            raise
+        if checkpoint:
+            self.load_checkpoint(checkpoint)
+        self.dim = self.model.num_features
+        self.num_prefix_tokens = getattr(self.model, "num_prefix_tokens", 0)
+        self.channels_last = channels_last
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if gradient_checkpointing:
+            self.model.set_grad_checkpointing(True)
+        if freeze:
+            self.model.requires_grad_(False)
+        data_config = timm.data.resolve_model_data_config(self.model)
+        if image_size is not None:
+            data_config["input_size"] = (3, image_size, image_size)
+            data_config["crop_pct"] = 1.0
+        if mean is not None:
+            data_config["mean"] = tuple(mean)
+        if std is not None:
+            data_config["std"] = tuple(std)
+        self.data_config = data_config
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        state = load_weights_file(path)
+        result = self.model.load_state_dict(state, strict=False)
+        head = {k for k in result.unexpected_keys if k.split(".")[0] in ("head", "fc", "classifier", "last_linear")}
+        unexpected = sorted(set(result.unexpected_keys) - head)
+        if result.missing_keys or unexpected:
+            raise CheckpointMismatchError(
+                f"checkpoint {str(path)!r} does not match timm model {type(self.model).__name__}: "
+                f"missing {result.missing_keys[:10]}, unexpected {unexpected[:10]}"
+            )
+
+    def forward(self, pixel_values: Tensor, present: Tensor | None = None) -> ModalityFeatures:
+        """``(B, 3, H, W)`` -> tokens ``(B, N, D)``, mask ``(B, N)`` (all True), pooled ``(B, D)``."""
+        if self.channels_last:
+            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
+        feats = self.model.forward_features(pixel_values)
+        pooled = self.model.forward_head(feats, pre_logits=True)
+        if feats.ndim == 4:
+            pattern = "b h w c -> b (h w) c" if getattr(self.model, "output_fmt", "NCHW") == "NHWC" else (
+                "b c h w -> b (h w) c")
+            tokens = rearrange(feats, pattern)
+        else:
+            tokens = feats[:, self.num_prefix_tokens:]
+        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        if present is None:
+            present = torch.ones(tokens.shape[0], dtype=torch.bool, device=tokens.device)
+        return ModalityFeatures(tokens=tokens, mask=mask, pooled=pooled, present=present)
