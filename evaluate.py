@@ -7,7 +7,6 @@ language, with the text and then the image masked), prints a table and writes JS
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

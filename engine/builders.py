@@ -8,8 +8,17 @@ from typing import Any
 from omegaconf import DictConfig
 from transformers import AutoTokenizer
 
-from data import Collator, ProcessedDataset, build_dataloader, build_image_transform, create_dataset, dataset_params
-from models import ModelNotAvailableError, MultimodalModel
+from data import (
+    Collator,
+    ExampleProcessor,
+    ProcessedDataset,
+    build_dataloader,
+    build_image_transform,
+    create_dataset,
+    dataset_params,
+)
+from fusion.registry import get_fusion_class
+from models import MultimodalModel
 from models.errors import offline_hint
 
 from .config import to_dict
@@ -31,8 +40,17 @@ def build_dataset(cfg: DictConfig, split: str, languages: list[str] | None = Non
     return dataset
 
 
+def model_reads_text(cfg: DictConfig) -> bool:
+    return "text" in get_fusion_class(cfg.model.fusion.name).modalities
+
+
 def build_tokenizer(cfg: DictConfig, model_dir: str | Path | None = None):
-    """The tokenizer saved with a model, the configured one, the text model's own, or the dataset's (tiny)."""
+    """The tokenizer saved with a model, the configured one, the text model's own, or the dataset's (tiny).
+
+    Returns None when the model has no text tower.
+    """
+    if not model_reads_text(cfg):
+        return None
     text = cfg.model.text
     if model_dir is not None and (Path(model_dir) / "tokenizer").is_dir():
         source = str(Path(model_dir) / "tokenizer")
@@ -57,24 +75,20 @@ def build_model(cfg: DictConfig, num_outputs: int, label_names: list[str], multi
     model_cfg = to_dict(cfg.model)
     overrides = {k: v for k, v in (("image_size", cfg.data.image_size), ("mean", cfg.data.mean),
                                    ("std", cfg.data.std)) if v is not None}
-    try:
-        return MultimodalModel(model_cfg, num_outputs, label_names, multi_label, vocab_size=len(tokenizer),
-                               image_overrides=overrides)
-    except ModelNotAvailableError:
-        raise
-
-
-def num_outputs_for(dataset) -> int:
-    return len(dataset.label_names)
+    return MultimodalModel(model_cfg, num_outputs, label_names, multi_label,
+                           vocab_size=len(tokenizer) if tokenizer is not None else None, image_overrides=overrides)
 
 
 def build_loader(cfg: DictConfig, dataset, tokenizer, image_data_config: dict | None, train: bool,
                  languages: list[str], batch_size: int | None = None):
-    transform = build_image_transform(image_data_config, train=train and cfg.data.augment) if image_data_config \
-        else None
-    processed = ProcessedDataset(dataset, transform, on_error=cfg.data.on_error)
-    collator = Collator(tokenizer, cfg.data.max_text_length, len(dataset.label_names), dataset.multi_label,
-                        languages)
+    transform = build_image_transform(image_data_config, train=train, augment=train and cfg.data.augment) \
+        if image_data_config and dataset.has_image else None
+    use_images = dataset.has_image and image_data_config is not None
+    use_text = dataset.has_text and tokenizer is not None
+    processed = ProcessedDataset(dataset, ExampleProcessor(transform, cfg.data.on_error, load_images=use_images))
+    collator = Collator(tokenizer if use_text else None, cfg.data.max_text_length, len(dataset.label_names),
+                        dataset.multi_label, languages, has_text=use_text, has_image=use_images,
+                        image_shape=tuple(image_data_config["input_size"]) if image_data_config else None)
     return build_dataloader(
         processed, collator, batch_size or (cfg.train.batch_size if train else cfg.eval.batch_size), shuffle=train,
         num_workers=cfg.data.num_workers, pin_memory=cfg.data.pin_memory,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
@@ -26,7 +26,7 @@ class RunConfig:
     seed: int = 0
     tracker: str = "none"  # none | wandb | tensorboard
     project: str = "crossfuse"
-    group: Optional[str] = None
+    group: str | None = None
     log_every: int = 10
     progress_bar: bool = True
     overwrite: bool = False  # allow training into a run folder that already holds a model
@@ -38,13 +38,13 @@ class DataConfig:
     root: str = "data_cache/shapes"
     train_split: str = "train"
     eval_split: str = "val"
-    test_split: Optional[str] = "test"
-    languages: Optional[list[str]] = None  # train languages; None = all
-    eval_languages: Optional[list[str]] = None  # None = all languages in the eval split
+    test_split: str | None = "test"
+    languages: list[str] | None = None  # train languages; None = all
+    eval_languages: list[str] | None = None  # None = all languages in the eval split
     max_text_length: int = 32
-    image_size: Optional[int] = None  # None = the vision encoder's own input size
-    mean: Optional[list[float]] = None
-    std: Optional[list[float]] = None
+    image_size: int | None = None  # None = the vision encoder's own input size
+    mean: list[float] | None = None
+    std: list[float] | None = None
     augment: bool = False
     on_error: str = "raise"  # raise | skip
     num_workers: int = 0
@@ -63,8 +63,8 @@ class TinyTextConfig:
 
 @dataclass
 class TextEncoderConfig:
-    name: Optional[str] = None  # HF model name or local directory; None = tiny BERT from `tiny`
-    tokenizer: Optional[str] = None  # None = the model's own, or the dataset's tokenizer/ for a tiny model
+    name: str | None = None  # HF model name or local directory; None = tiny BERT from `tiny`
+    tokenizer: str | None = None  # None = the model's own, or the dataset's tokenizer/ for a tiny model
     pretrained: bool = True
     tiny: TinyTextConfig = field(default_factory=TinyTextConfig)
     pooling: str = "cls"  # cls | mean
@@ -77,7 +77,7 @@ class TextEncoderConfig:
 class VisionEncoderConfig:
     name: str = "vit_tiny_patch16_224"
     pretrained: bool = False
-    checkpoint: Optional[str] = None  # local weights file (safetensors or torch) loaded into the timm model
+    checkpoint: str | None = None  # local weights file (safetensors or torch) loaded into the timm model
     kwargs: dict[str, Any] = field(default_factory=dict)  # passed to timm.create_model (img_size, depth, ...)
     freeze: bool = False
     gradient_checkpointing: bool = False
@@ -110,7 +110,7 @@ class ModelConfig:
 @dataclass
 class OptimConfig:
     lr: float = 1e-3  # fusion, head and anything not an encoder
-    encoder_lr: Optional[float] = None  # None = lr
+    encoder_lr: float | None = None  # None = lr
     weight_decay: float = 0.01  # never applied to norms, biases and embeddings
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     schedule: str = "cosine"  # cosine | linear | constant
@@ -126,13 +126,13 @@ class TrainConfig:
     max_steps: int = 0  # >0 overrides epochs
     batch_size: int = 32
     grad_accum: int = 1
-    mixed_precision: Optional[str] = None  # None = from the Accelerate config; or no | fp16 | bf16
+    mixed_precision: str | None = None  # None = from the Accelerate config; or no | fp16 | bf16
     eval_every: int = 0  # steps; 0 = at the end of each epoch
     save_every: int = 0  # steps; 0 = no periodic training state
     keep_last: int = 2
     best_metric: str = "accuracy"
     best_mode: str = "max"
-    init_from: Optional[str] = None  # a saved run or model directory to start from
+    init_from: str | None = None  # a saved run or model directory to start from
     nonfinite: str = "stop"  # stop | skip: what a NaN/inf loss does
 
 

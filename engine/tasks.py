@@ -7,7 +7,8 @@ Supervised classification lives here; contrastive alignment and distillation reg
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn

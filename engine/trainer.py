@@ -208,7 +208,8 @@ class Trainer:
                     values = {"train/loss": loss.item(), "train/samples_per_s": seen * acc.num_processes / elapsed}
                     values.update({f"train/{k}": float(v) for k, v in out.items()
                                    if k not in ("loss", "outputs") and torch.as_tensor(v).numel() == 1})
-                    values.update({f"lr/{g.get('name', i)}": g["lr"] for i, g in enumerate(self.optimizer.param_groups)})
+                    groups = self.optimizer.param_groups
+                    values.update({f"lr/{g.get('name', i)}": g["lr"] for i, g in enumerate(groups)})
                     if torch.cuda.is_available():
                         values["gpu/max_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
                     self.log(values, step)

@@ -157,7 +157,8 @@ class MultimodalModel(nn.Module):
         """Load a model saved by :meth:`save_pretrained` (a model directory or a run folder holding ``model/``)."""
         directory = resolve_model_dir(path)
         info = json.loads((directory / CONFIG_NAME).read_text())
-        hf_config = AutoConfig.from_pretrained(directory / "text_config") if (directory / "text_config").is_dir() else None
+        text_dir = directory / "text_config"
+        hf_config = AutoConfig.from_pretrained(text_dir) if text_dir.is_dir() else None
         model = cls(
             info["model"], info["num_outputs"], info["label_names"], info["multi_label"],
             image_overrides=info.get("image_overrides"), text_hf_config=hf_config, pretrained=False,

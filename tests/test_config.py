@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
+from omegaconf.errors import ReadonlyConfigError
 
 from engine.config import DEFAULTS, Config, ConfigError, config_from_dict, load_config, to_dict
 
@@ -46,7 +47,7 @@ def test_bad_choice_and_missing_file(tmp_path):
 
 def test_config_is_readonly_and_roundtrips():
     cfg = load_config(None, ["run.name=x"])
-    with pytest.raises(Exception):
+    with pytest.raises(ReadonlyConfigError):
         cfg.run.name = "y"
     assert to_dict(config_from_dict(to_dict(cfg))) == to_dict(cfg)
 

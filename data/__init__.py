@@ -1,0 +1,27 @@
+"""Datasets (registered by name), the embedded shapes benchmark, per-modality processing and collation."""
+
+from . import jsonl, shapes  # noqa: F401  (registration)
+from .jsonl import read_jsonl
+from .processing import Collator, ExampleProcessor, ProcessedDataset, build_dataloader, build_image_transform
+from .records import DataError, MultimodalDataset
+from .registry import create_dataset, dataset_params, list_datasets, register_dataset
+from .shapes import generate_shapes, sample_examples
+from .tokenizer import train_wordpiece_tokenizer
+
+__all__ = [
+    "Collator",
+    "DataError",
+    "ExampleProcessor",
+    "MultimodalDataset",
+    "ProcessedDataset",
+    "build_dataloader",
+    "build_image_transform",
+    "create_dataset",
+    "dataset_params",
+    "generate_shapes",
+    "list_datasets",
+    "read_jsonl",
+    "register_dataset",
+    "sample_examples",
+    "train_wordpiece_tokenizer",
+]

@@ -1,0 +1,30 @@
+"""Fusion by the elementwise (Hadamard) product of the projected pooled vectors."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from .base import FusionModule, ModalityFeatures
+from .layers import MLP, pooled_projections
+from .registry import register_fusion
+
+
+@register_fusion("product")
+class ProductFusion(FusionModule):
+    """Elementwise product of projected pooled vectors followed by an MLP.
+
+    Shapes: ``text.pooled`` ``(B, text_dim)`` and ``image.pooled`` ``(B, image_dim)`` are projected to ``(B, dim)``,
+    multiplied elementwise, and mapped by an MLP to ``(B, dim)``. Each product coordinate is a bilinear function of
+    the two inputs, so multiplicative interactions are available without depth.
+
+    Reference: the Hadamard-product fusion of Antol et al., 2015, "VQA: Visual Question Answering" (and the
+    low-rank bilinear view of Kim et al., 2017, "Hadamard Product for Low-rank Bilinear Pooling").
+    """
+
+    def __init__(self, text_dim: int, image_dim: int, num_outputs: int, dim: int = 256, dropout: float = 0.1):
+        super().__init__(text_dim, image_dim, num_outputs, dim, dropout)
+        self.text_proj, self.image_proj = pooled_projections(text_dim, image_dim, dim)
+        self.mlp = MLP(dim, dim, dim, dropout)
+
+    def fuse(self, text: ModalityFeatures, image: ModalityFeatures) -> Tensor:
+        return self.mlp(self.text_proj(text.pooled) * self.image_proj(image.pooled))
