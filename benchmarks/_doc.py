@@ -1,0 +1,49 @@
+"""Write a benchmark's results into a named section of a markdown file under docs/.
+
+Several scripts can share one page: each owns the text between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``
+and rewrites only that, so rerunning one script never erases another's figures.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import subprocess
+from datetime import date
+from pathlib import Path
+
+import torch
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def machine_line() -> str:
+    """One line naming where figures were measured (cores, torch, device, git commit, date)."""
+    import os
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=DOCS.parent).stdout.strip()
+    except OSError:
+        commit = "unknown"
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU only"
+    return (f"Measured {date.today()} on {os.cpu_count()} CPU cores ({platform.machine()}), {device}, "
+            f"torch {torch.__version__}, commit {commit}.")
+
+
+def write_section(page: str, name: str, text: str, title: str | None = None) -> Path:
+    """Replace (or append) section ``name`` of ``docs/page`` with ``text``; creates the page with ``title``."""
+    path = DOCS / page
+    DOCS.mkdir(exist_ok=True)
+    body = path.read_text() if path.exists() else f"# {title or page}\n\n"
+    block = f"<!-- {name}:start -->\n{text.rstrip()}\n<!-- {name}:end -->"
+    pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.S)
+    body = pattern.sub(lambda _: block, body) if pattern.search(body) else body.rstrip() + "\n\n" + block + "\n"
+    path.write_text(body)
+    return path
+
+
+def markdown_table(header: list[str], rows: list[list[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
