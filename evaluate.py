@@ -12,13 +12,12 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
+from deploy import load_for_inference, resolve_folder
 from engine.builders import build_dataset, build_loader, build_tokenizer
 from engine.checkpoint import write_json_atomic
-from engine.cli import exit_cleanly
+from engine.cli import exit_cleanly, multi_process_cpu
 from engine.config import ConfigError, load_config
-from engine.evaluation import format_table
-from engine.trainer import evaluate_splits
-from models import MultimodalModel, resolve_model_dir
+from engine.evaluation import evaluate_splits, format_table, load_thresholds, write_predictions
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -26,6 +25,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("run_dir", help="a run folder written by train.py (or any saved model folder with config)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.eval_split=test")
     parser.add_argument("--out", default=None, help="where to write the JSON (default: RUN_DIR/eval.json)")
+    parser.add_argument("--predictions", default=None, metavar="CSV",
+                        help="also write id,proba,label for every row of the test split (labelled or not)")
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
     config_path = run_dir / "config.yaml"
@@ -33,9 +34,9 @@ def main(argv: list[str] | None = None) -> dict:
         raise FileNotFoundError(f"{run_dir} is not a run folder: {config_path} does not exist "
                                 "(train.py writes it; pass the folder train.py created under run.output_dir)")
     cfg = load_config(config_path, args.overrides)
-    model_dir = resolve_model_dir(run_dir)
-    acc = Accelerator(mixed_precision=cfg.train.mixed_precision)
-    model = MultimodalModel.from_pretrained(model_dir)
+    model_dir = resolve_folder(run_dir)  # a run's model/, or an export folder written by export.py
+    acc = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=multi_process_cpu())
+    model = load_for_inference(model_dir)  # float, int8, pruned or ONNX Runtime
     tokenizer = build_tokenizer(cfg, model_dir)
     loaders, languages = {}, []
     if cfg.data.eval_split:
@@ -44,7 +45,13 @@ def main(argv: list[str] | None = None) -> dict:
         loaders["val"] = build_loader(cfg, dataset, tokenizer, model.image_data_config, False, languages)
     prepared = acc.prepare(model, *loaders.values())
     model, loaders = prepared[0], dict(zip(loaders, prepared[1:]))
-    results = evaluate_splits(cfg, acc, model, tokenizer, languages, loaders)
+    threshold = load_thresholds(model_dir, acc.unwrap_model(model).label_names)  # multi-label, tuned on val
+    results = evaluate_splits(cfg, acc, model, tokenizer, languages, loaders, threshold=threshold)
+    if args.predictions:
+        test_set = build_dataset(cfg, cfg.data.test_split or cfg.data.eval_split, cfg.data.eval_languages)
+        loader = acc.prepare(build_loader(cfg, test_set, tokenizer, acc.unwrap_model(model).image_data_config,
+                                          False, languages))
+        print(f"predictions: {write_predictions(acc, model, loader, test_set, Path(args.predictions), threshold)}")
     if acc.is_main_process:
         print(format_table(results))
         write_json_atomic(Path(args.out) if args.out else run_dir / "eval.json", results)

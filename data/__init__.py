@@ -1,6 +1,17 @@
 """Datasets (registered by name), the embedded shapes benchmark, per-modality processing and collation."""
 
-from . import jsonl, shapes  # noqa: F401  (registration)
+from . import (  # noqa: F401  (registration)
+    food101,
+    hateful_memes,
+    hf_dataset,
+    image_folder,
+    jsonl,
+    mmimdb,
+    shapes,
+    snli_ve,
+    table,
+    webdataset,
+)
 from .jsonl import read_jsonl
 from .processing import Collator, ExampleProcessor, ProcessedDataset, build_dataloader, build_image_transform
 from .records import DataError, MultimodalDataset

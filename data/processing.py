@@ -4,6 +4,7 @@ image loading with file:line errors, and the :class:`Collator` that defines the 
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from typing import Any
 
@@ -49,12 +50,14 @@ class ExampleProcessor:
         self.load_images = load_images  # False for a model without a vision tower: never decode images
 
     def load_image(self, record: dict[str, Any]) -> Image.Image:
-        try:
-            with Image.open(record["image"]) as im:
+        source = record["image"]
+        try:  # a path, or the encoded bytes a HuggingFace dataset stores
+            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
                 return im.convert("RGB")
         except (OSError, SyntaxError, ValueError) as e:
             raise DataError(
-                "unreadable_image", record["file"], record["line"], f"cannot read image {record['image']}: {e}"
+                "unreadable_image", record["file"], record["line"],
+                f"cannot read image {'(embedded bytes)' if isinstance(source, bytes) else source}: {e}",
             ) from None
 
     def __call__(self, record: dict[str, Any], index: int) -> dict[str, Any]:
@@ -145,10 +148,11 @@ class Collator:
         if self.multi_label:
             multi_hot = torch.zeros(len(labels), self.num_labels)
             for row, label in enumerate(labels):
-                multi_hot[row, label] = 1.0
+                if label is not None:  # an unlabelled test row stays all-zero
+                    multi_hot[row, label] = 1.0
             batch["labels"] = multi_hot
-        else:
-            batch["labels"] = torch.tensor(labels, dtype=torch.long)
+        else:  # -1 marks an unlabelled row (a test split released without labels)
+            batch["labels"] = torch.tensor([-1 if x is None else x for x in labels], dtype=torch.long)
         batch["lang"] = torch.tensor([self.lang_index.get(e["lang"], -1) for e in examples], dtype=torch.long)
         batch["skipped"] = skipped
         return batch

@@ -73,8 +73,8 @@ def build_tokenizer(cfg: DictConfig, model_dir: str | Path | None = None):
 def build_model(cfg: DictConfig, num_outputs: int, label_names: list[str], multi_label: bool, tokenizer: Any,
                 ) -> MultimodalModel:
     model_cfg = to_dict(cfg.model)
-    overrides = {k: v for k, v in (("image_size", cfg.data.image_size), ("mean", cfg.data.mean),
-                                   ("std", cfg.data.std)) if v is not None}
+    data = to_dict(cfg.data)  # plain lists: the overrides are saved as JSON with the model
+    overrides = {k: data[k] for k in ("image_size", "mean", "std") if data[k] is not None}
     return MultimodalModel(model_cfg, num_outputs, label_names, multi_label,
                            vocab_size=len(tokenizer) if tokenizer is not None else None, image_overrides=overrides)
 
@@ -85,12 +85,15 @@ def build_loader(cfg: DictConfig, dataset, tokenizer, image_data_config: dict | 
         if image_data_config and dataset.has_image else None
     use_images = dataset.has_image and image_data_config is not None
     use_text = dataset.has_text and tokenizer is not None
-    processed = ProcessedDataset(dataset, ExampleProcessor(transform, cfg.data.on_error, load_images=use_images))
+    processor = ExampleProcessor(transform, cfg.data.on_error, load_images=use_images)
+    streamed = hasattr(dataset, "process")  # sharded input (data/webdataset.py): processed as it streams by
+    processed = dataset.process(processor) if streamed else ProcessedDataset(dataset, processor)
     collator = Collator(tokenizer if use_text else None, cfg.data.max_text_length, len(dataset.label_names),
                         dataset.multi_label, languages, has_text=use_text, has_image=use_images,
                         image_shape=tuple(image_data_config["input_size"]) if image_data_config else None)
     return build_dataloader(
-        processed, collator, batch_size or (cfg.train.batch_size if train else cfg.eval.batch_size), shuffle=train,
+        processed, collator, batch_size or (cfg.train.batch_size if train else cfg.eval.batch_size),
+        shuffle=train and not streamed,  # a stream shuffles itself, with a buffer
         num_workers=cfg.data.num_workers, pin_memory=cfg.data.pin_memory,
         persistent_workers=cfg.data.persistent_workers and cfg.data.num_workers > 0, seed=cfg.run.seed,
     )

@@ -27,6 +27,7 @@ class RunConfig:
     tracker: str = "none"  # none | wandb | tensorboard
     project: str = "crossfuse"
     group: str | None = None
+    wandb_mode: str | None = None  # online | offline | disabled; None = $WANDB_MODE or W&B's default
     log_every: int = 10
     progress_bar: bool = True
     overwrite: bool = False  # allow training into a run folder that already holds a model
@@ -116,6 +117,15 @@ class OptimConfig:
     schedule: str = "cosine"  # cosine | linear | constant
     warmup_ratio: float = 0.05
     clip_grad: float = 1.0  # 0 = no clipping
+    layer_decay: float = 1.0  # layer-wise LR decay of the encoders (Clark et al. 2020); 1.0 = off
+
+
+@dataclass
+class WeightAveragingConfig:
+    name: str = "none"  # none | ema | swa: an averaged model saved as <run>/model_ema/ or model_swa/ (merging/)
+    decay: float = 0.999  # EMA decay per update
+    start_step: int = 0  # first optimizer step folded into the average
+    every: int = 1  # update period in optimizer steps
 
 
 @dataclass
@@ -127,13 +137,17 @@ class TrainConfig:
     batch_size: int = 32
     grad_accum: int = 1
     mixed_precision: str | None = None  # None = from the Accelerate config; or no | fp16 | bf16
+    compile: bool = False  # torch.compile the model (worth it on GPUs for long runs; first steps compile)
     eval_every: int = 0  # steps; 0 = at the end of each epoch
     save_every: int = 0  # steps; 0 = no periodic training state
     keep_last: int = 2
     best_metric: str = "accuracy"
     best_mode: str = "max"
     init_from: str | None = None  # a saved run or model directory to start from
+    init_skip: list[str] = field(default_factory=list)  # tensors (fnmatch patterns) not loaded by init_from
+    linear_probe_steps: int = 0  # LP-FT: encoders frozen for this many steps, then fine-tuned (Kumar et al. 2022)
     nonfinite: str = "stop"  # stop | skip: what a NaN/inf loss does
+    weight_averaging: WeightAveragingConfig = field(default_factory=WeightAveragingConfig)
 
 
 @dataclass
@@ -225,12 +239,14 @@ def load_config(experiment: str | Path | None = None, overrides: list[str] | Non
 
 _CHOICES = {
     "run.tracker": ("none", "wandb", "tensorboard"),
+    "run.wandb_mode": (None, "online", "offline", "disabled"),
     "data.on_error": ("raise", "skip"),
     "model.text.pooling": ("cls", "mean"),
     "train.nonfinite": ("stop", "skip"),
     "optim.schedule": ("cosine", "linear", "constant"),
     "train.best_mode": ("max", "min"),
     "train.mixed_precision": (None, "no", "fp16", "bf16"),
+    "train.weight_averaging.name": ("none", "ema", "swa"),
 }
 
 

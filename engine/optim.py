@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 from transformers import get_scheduler
@@ -9,30 +11,47 @@ from transformers import get_scheduler
 ENCODER_PREFIXES = ("text.", "vision.")
 
 
+def local_name(name: str) -> str:
+    """A parameter's name inside the model: without DDP's ``module.`` prefix or the trainer's ``ModuleList`` index."""
+    return re.sub(r"^(module\.)?\d+\.", "", name)
+
+
 def no_weight_decay(name: str, param: torch.Tensor) -> bool:
     """Biases, norm weights and embeddings are not decayed (1-D tensors cover biases, norms, learned tokens)."""
     return param.ndim <= 1 or "embeddings" in name or name.endswith(("pos_embed", "cls_token", "reg_token"))
 
 
-def param_groups(model: nn.Module, lr: float, encoder_lr: float | None, weight_decay: float) -> list[dict]:
-    """Four groups: {encoder, fusion/head} x {decay, no decay}; frozen parameters are left out."""
-    groups: dict[tuple[bool, bool], list] = {}
+def param_groups(model: nn.Module, lr: float, encoder_lr: float | None, weight_decay: float,
+                 layer_decay: float = 1.0) -> list[dict]:
+    """Four groups: {encoder, fusion/head} x {decay, no decay}; frozen parameters are left out.
+
+    ``layer_decay < 1`` splits the encoder groups by depth, each scaled by ``transfer.schedules.layer_lr_scale``.
+    """
+    scale_of = lambda name: 1.0  # noqa: E731
+    if layer_decay != 1.0:
+        from transfer.schedules import encoder_depths, layer_lr_scale
+
+        depths = encoder_depths(model)
+        scale_of = lambda name: layer_lr_scale(name, depths, layer_decay)  # noqa: E731
+    groups: dict[tuple[bool, bool, float], list] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        key = (name.startswith(ENCODER_PREFIXES), no_weight_decay(name, param))
+        name = local_name(name)  # the trainer passes ModuleList([model, task extras])
+        key = (name.startswith(ENCODER_PREFIXES), no_weight_decay(name, param), scale_of(name))
         groups.setdefault(key, []).append(param)
     enc_lr = lr if encoder_lr is None else encoder_lr
     return [
-        {"params": params, "lr": enc_lr if is_enc else lr, "weight_decay": 0.0 if no_wd else weight_decay,
-         "name": f"{'encoder' if is_enc else 'fusion_head'}{'_no_wd' if no_wd else ''}"}
-        for (is_enc, no_wd), params in sorted(groups.items())
+        {"params": params, "lr": (enc_lr if is_enc else lr) * scale, "weight_decay": 0.0 if no_wd else weight_decay,
+         "name": f"{'encoder' if is_enc else 'fusion_head'}{'_no_wd' if no_wd else ''}"
+                 f"{f'_x{scale:.3g}' if scale != 1.0 else ''}"}
+        for (is_enc, no_wd, scale), params in sorted(groups.items())
     ]
 
 
 def build_optimizer(model: nn.Module, lr: float, encoder_lr: float | None, weight_decay: float,
-                    betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
-    groups = param_groups(model, lr, encoder_lr, weight_decay)
+                    betas: tuple[float, float] = (0.9, 0.999), layer_decay: float = 1.0) -> torch.optim.Optimizer:
+    groups = param_groups(model, lr, encoder_lr, weight_decay, layer_decay)
     if not groups:
         raise ValueError("no trainable parameters: every tower is frozen and the fusion/head has no weights")
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))

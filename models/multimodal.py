@@ -85,6 +85,10 @@ class MultimodalModel(nn.Module):
             else ClassificationHead(self.fusion.out_dim, num_outputs, head_cfg["hidden"], head_cfg["dropout"])
         )
         self.modality_dropout = dict(model_cfg.get("modality_dropout") or {})
+        for key, p in self.modality_dropout.items():  # a typo would otherwise silently disable dropout
+            if key not in ("text", "image") or not 0.0 <= float(p) <= 1.0:
+                raise ValueError(f"model.modality_dropout has {key}: {p}; use keys 'text' and/or 'image' with "
+                                 "probabilities in [0, 1], e.g. model.modality_dropout={text: 0.1, image: 0.1}")
 
     @property
     def modalities(self) -> tuple[str, ...]:

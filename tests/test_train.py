@@ -65,3 +65,10 @@ def test_unimodal_baseline_builds_one_tower(tmp_path):
     train.main(tiny_overrides(tmp_path, "txt", **{"train.max_steps": 2, "model.fusion.name": "text_only"}))
     model = MultimodalModel.from_pretrained(tmp_path / "txt")
     assert model.vision is None and model.text is not None
+
+
+def test_overwrite_restarts_the_run_log(tmp_path):
+    for _ in range(2):
+        train.main(tiny_overrides(tmp_path, "again", **{"train.max_steps": 2, "run.overwrite": "true"}))
+    logged = [json.loads(line) for line in (tmp_path / "again" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "train/loss" in r] == [1, 2]

@@ -1,0 +1,275 @@
+"""The fusion zoo results table: every registered fusion method on the embedded shapes benchmark, easy and hard.
+
+Protocol (frozen shared towers, so 20 methods x 3 seeds x 2 variants fit a shared 2-core CPU):
+
+1. Towers: train the tiny text tower (2-layer BERT) and vision tower (4-block ViT, 32 px) once, with product fusion,
+   on the easy variant: ``train.py configs/experiments/zoo_towers.yaml``.
+2. Features: freeze those towers and run them once over the train/test splits of each variant (eval mode, so the
+   features are deterministic). On the hard variant (relations between two objects, counting) the towers have never
+   seen a layout of several objects: the fusion method must compose them from frozen per-patch features.
+3. Methods: for every registered method and seed, train a fresh fusion module + head on the cached features for a
+   fixed number of steps (AdamW, cosine schedule, batch 64, one width ``--dim`` for all), then report the test
+   metrics of the final weights, the same metrics with the image and with the text marked absent (the ``present``
+   flags the model's ``drop=`` ablation sets), the trainable parameter count and the training / evaluation
+   samples/s of fusion + head.
+
+Every stage is cached under ``--out`` (the tower run, ``features_<variant>.pt``, ``results/<variant>/<method>_s<seed>
+.json``), so a rerun after a crash only does what is missing. ``--fresh`` redoes the method runs.
+
+Usage: ``OMP_NUM_THREADS=1 python benchmarks/fusion_zoo.py [--variants easy hard] [--seeds 0 1 2] [--steps 150]``
+(``--table-only`` rewrites ``docs/fusion_zoo.md`` from cached results). Results table: ``docs/fusion_zoo.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+
+from benchmarks._doc import machine_line, markdown_table, write_section  # noqa: E402
+from engine.builders import build_dataset, build_loader, build_tokenizer  # noqa: E402
+from engine.config import load_config  # noqa: E402
+from engine.metrics import classification_metrics  # noqa: E402
+from engine.optim import build_optimizer, build_scheduler  # noqa: E402
+from fusion import ModalityFeatures, create_fusion, list_fusions  # noqa: E402
+from models import MultimodalModel  # noqa: E402
+from models.heads import ClassificationHead  # noqa: E402
+
+BATCH, LR, WEIGHT_DECAY, WARMUP, CLIP = 64, 1e-3, 0.01, 0.05, 1.0
+DROPOUT = 0.1
+# Data of each variant; the towers' own config supplies everything else.
+VARIANTS = {
+    "easy": [],
+    "hard": ["data.root=data_cache/shapes8k_hard", "data.params={n_train: 8000, image_size: 32, difficulty: hard}"],
+}
+BASELINES = ("text_only", "image_only")
+SLOW = ("bottleneck", "co_attention", "cross_attention", "cross_attention_i2t", "mult", "perceiver", "single_stream")
+
+
+class FusionHead(nn.Module):
+    """A registered fusion method and the classification head the model would put on it."""
+
+    def __init__(self, name: str, text_dim: int, image_dim: int, num_outputs: int, dim: int):
+        super().__init__()
+        self.fusion = create_fusion(name, text_dim, image_dim, num_outputs, dim=dim, dropout=DROPOUT)
+        self.head = nn.Identity() if self.fusion.produces_logits else ClassificationHead(
+            self.fusion.out_dim, num_outputs, 0, DROPOUT)
+
+    def forward(self, text: ModalityFeatures, image: ModalityFeatures) -> Tensor:
+        read = self.fusion.modalities
+        return self.head(self.fusion(text if "text" in read else None, image if "image" in read else None))
+
+
+# ------------------------------------------------------------------ stages 1 and 2: towers and their features
+def train_towers(out: Path) -> Path:
+    run = out / "zoo_towers"
+    if not (run / "model" / "model.safetensors").is_file():
+        import train
+
+        print(f"training the shared towers -> {run}", flush=True)
+        train.main([str(ROOT / "configs" / "experiments" / "zoo_towers.yaml"), f"run.output_dir={out}",
+                    "run.overwrite=true"])
+    return run
+
+
+@torch.no_grad()
+def extract_features(variant: str, out: Path) -> dict:
+    """Run the frozen towers over train and test once; cached as ``features_<variant>.pt``."""
+    path = out / f"features_{variant}.pt"
+    if path.is_file():
+        return torch.load(path)
+    run = train_towers(out)
+    cfg = load_config(run / "config.yaml", VARIANTS[variant])
+    model = MultimodalModel.from_pretrained(run).eval()
+    tokenizer = build_tokenizer(cfg, run / "model")
+    feats: dict = {"tower_metrics": json.loads((run / "metrics.json").read_text())["results"]["test"]["overall"]}
+    for split in ("train", "test"):
+        dataset = build_dataset(cfg, getattr(cfg.data, f"{split}_split"), cfg.data.languages)
+        loader = build_loader(cfg, dataset, tokenizer, model.image_data_config, False, list(cfg.data.languages),
+                              batch_size=256)
+        parts: dict[str, list[Tensor]] = {}
+        start, n = time.perf_counter(), 0
+        for batch in loader:
+            text, image = model.encode(batch)
+            for key, value in (("text_tokens", text.tokens), ("text_mask", text.mask), ("text_pooled", text.pooled),
+                               ("image_tokens", image.tokens), ("image_pooled", image.pooled),
+                               ("labels", batch["labels"])):
+                parts.setdefault(key, []).append(value)
+            n += len(batch["labels"])
+        if split == "test":
+            feats["tower_eval_samples_per_s"] = n / (time.perf_counter() - start)
+        width = max(t.shape[1] for t in parts["text_mask"])  # batches are padded to their own longest statement
+        feats[split] = {k: torch.cat([pad_tokens(t, width) for t in v] if k in ("text_tokens", "text_mask") else v)
+                        for k, v in parts.items()}
+    torch.save(feats, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+    return feats
+
+
+def pad_tokens(t: Tensor, width: int) -> Tensor:
+    """Right-pad ``(B, N, D)`` tokens or a ``(B, N)`` mask to ``N = width`` (padding is masked out)."""
+    return F.pad(t, (0, 0, 0, width - t.shape[1]) if t.ndim == 3 else (0, width - t.shape[1]))
+
+
+def take(split: dict, idx: Tensor, drop: tuple[str, ...] = ()) -> tuple[ModalityFeatures, ModalityFeatures]:
+    """Rows ``idx`` of a cached split as the (text, image) features a model's towers would hand to fusion."""
+    present = torch.ones(len(idx), dtype=torch.bool)
+    text = ModalityFeatures(split["text_tokens"][idx], split["text_mask"][idx], split["text_pooled"][idx], present)
+    image_tokens = split["image_tokens"][idx]
+    image = ModalityFeatures(image_tokens, torch.ones(image_tokens.shape[:2], dtype=torch.bool),
+                             split["image_pooled"][idx], present)
+    # What model(batch, drop=...) does: the dropped modality is marked absent for every sample.
+    if "text" in drop:
+        text = replace(text, present=~present)
+    if "image" in drop:
+        image = replace(image, present=~present)
+    return text, image
+
+
+# ------------------------------------------------------------------ stage 3: one method, one seed
+def run_method(name: str, seed: int, feats: dict, steps: int, dim: int) -> dict:
+    train, test = feats["train"], feats["test"]
+    torch.manual_seed(seed)
+    module = FusionHead(name, train["text_pooled"].shape[1], train["image_pooled"].shape[1], 2, dim)
+    optimizer = build_optimizer(module, LR, None, WEIGHT_DECAY)
+    scheduler = build_scheduler(optimizer, "cosine", steps, WARMUP)
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.empty(0, dtype=torch.long)
+    module.train()
+    start = time.perf_counter()
+    for _ in range(steps):
+        if len(order) < BATCH:  # a fresh permutation per epoch
+            order = torch.cat([order, torch.randperm(len(train["labels"]), generator=gen)])
+        idx, order = order[:BATCH], order[BATCH:]
+        loss = F.cross_entropy(module(*take(train, idx)), train["labels"][idx])
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(module.parameters(), CLIP)
+        optimizer.step()
+        scheduler.step()
+    train_time = time.perf_counter() - start
+    module.eval()
+    result = {"method": name, "seed": seed, "steps": steps, "dim": dim, "final_loss": loss.item(),
+              "params": sum(p.numel() for p in module.parameters()), "train_samples_per_s": steps * BATCH / train_time}
+    labels = test["labels"].numpy()
+    for key, drop in (("full", ()), ("no_image", ("image",)), ("no_text", ("text",))):
+        start = time.perf_counter()
+        with torch.no_grad():
+            scores = torch.cat([module(*take(test, idx, drop)).softmax(-1)
+                                for idx in torch.arange(len(labels)).split(256)])
+        if key == "full":
+            result["eval_samples_per_s"] = len(labels) / (time.perf_counter() - start)
+        metrics = classification_metrics(scores.numpy(), labels)
+        result[key] = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
+    return result
+
+
+def result_path(out: Path, variant: str, name: str, seed: int) -> Path:
+    return out / "results" / variant / f"{name}_s{seed}.json"
+
+
+def load_result(path: Path, steps: int, dim: int) -> dict | None:
+    """A cached result made with the same budget, or None."""
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    return result if (result["steps"], result["dim"]) == (steps, dim) else None
+
+
+def cached_run(name: str, seed: int, variant: str, steps: int, dim: int, out: Path, feats: dict, fresh: bool) -> dict:
+    path = result_path(out, variant, name, seed)
+    cached = None if fresh else load_result(path, steps, dim)
+    if cached is not None:
+        return cached
+    result = run_method(name, seed, feats, steps, dim)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(path)  # atomic: a crash never leaves a half-written result
+    print(f"[{variant}] {name:20s} seed {seed}: acc {result['full']['accuracy']:.3f} "
+          f"(no image {result['no_image']['accuracy']:.3f}, no text {result['no_text']['accuracy']:.3f}) "
+          f"{result['train_samples_per_s']:.0f} train samples/s", flush=True)
+    return result
+
+
+# ------------------------------------------------------------------ the table
+def pm(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
+    arr = np.asarray(values) * scale
+    return f"{arr.mean():.{digits}f} ± {arr.std(ddof=1) if len(arr) > 1 else 0.0:.{digits}f}"
+
+
+def table(results: dict[str, list[dict]]) -> str:
+    rows = []
+    for name, runs in sorted(results.items(), key=lambda kv: -np.mean([r["full"]["accuracy"] for r in kv[1]])):
+        rows.append([f"`{name}`" + (" (baseline)" if name in BASELINES else ""), len(runs),
+                     pm([r["full"]["accuracy"] for r in runs]), pm([r["full"]["macro_f1"] for r in runs]),
+                     pm([r["no_image"]["accuracy"] for r in runs]), pm([r["no_text"]["accuracy"] for r in runs]),
+                     f"{runs[0]['params']:,}", f"{np.mean([r['train_samples_per_s'] for r in runs]):,.0f}",
+                     f"{np.mean([r['eval_samples_per_s'] for r in runs]):,.0f}"])
+    header = ["method", "seeds", "accuracy %", "macro-F1 %", "acc. image missing %", "acc. text missing %",
+              "params (fusion+head)", "train samples/s", "eval samples/s"]
+    return markdown_table(header, rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", nargs="+", default=["easy", "hard"], choices=["easy", "hard"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=150, help="training steps per method and seed")
+    parser.add_argument("--dim", type=int, default=64, help="internal width of every fusion method")
+    parser.add_argument("--methods", nargs="+", default=None, help="default: every registered method")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "fusion_zoo")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--fresh", action="store_true", help="rerun the method runs even if cached")
+    parser.add_argument("--table-only", action="store_true",
+                        help="train nothing: write the table from the cached results of the given seeds")
+    parser.add_argument("--no-doc", action="store_true", help="do not write docs/fusion_zoo.md")
+    args = parser.parse_args(argv)
+    os.chdir(ROOT)  # the configs name data folders relative to the repository
+    torch.set_num_threads(args.threads)
+    methods = args.methods or list_fusions()
+    unknown = sorted(set(methods) - set(list_fusions()))
+    if unknown:
+        parser.error(f"unknown fusion methods {unknown}; registered: {', '.join(list_fusions())}")
+    # Cheap methods first, so an interrupted run has most of the table; token-attention methods cost 10-20x more.
+    methods = sorted(methods, key=lambda m: m in SLOW)
+    for variant in args.variants:
+        feats = extract_features(variant, args.out)
+        if args.table_only:
+            found = {m: [load_result(result_path(args.out, variant, m, s), args.steps, args.dim) for s in args.seeds]
+                     for m in methods}
+            results = {m: [r for r in runs if r is not None] for m, runs in found.items()}
+            results = {m: runs for m, runs in results.items() if runs}
+        else:
+            results = {m: [cached_run(m, s, variant, args.steps, args.dim, args.out, feats, args.fresh)
+                           for s in args.seeds] for m in methods}
+        tower = feats["tower_metrics"]
+        text = (f"{machine_line()}\n\nCommand: `OMP_NUM_THREADS=1 python benchmarks/fusion_zoo.py --variants {variant} "
+                f"--seeds {' '.join(map(str, args.seeds))} --steps {args.steps} --dim {args.dim}` "
+                f"({args.threads} torch thread per process). {args.steps} steps x batch {BATCH} per run, fusion width "
+                f"{args.dim}; mean ± std over the seeds in the `seeds` column; {len(feats['test']['labels'])} test "
+                f"examples (chance 50%).\nShared towers (trained with `product` fusion on the easy variant): easy test "
+                f"accuracy {100 * tower['accuracy']:.1f}% in their own run; tower forward at evaluation "
+                f"{feats['tower_eval_samples_per_s']:,.0f} samples/s (add it to a method's evaluation cost for "
+                "end-to-end speed).\n\n" + table(results))
+        if not args.no_doc:
+            write_section("fusion_zoo.md", f"zoo_{variant}", text, title="The fusion zoo")
+        print(text, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""Agreement of an exported model with the PyTorch float model on real batches of the run's eval split."""
+
+from __future__ import annotations
+
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from models import MultimodalModel
+
+from .folder import load_for_inference
+from .onnx_export import ATOL
+
+
+def real_batches(run_dir: str | Path, n: int, batch_size: int | None = None) -> list[dict[str, Tensor]]:
+    """The first ``n`` batches of the run's eval split (or test split), preprocessed as in evaluation."""
+    from engine.builders import build_dataset, build_loader, build_tokenizer
+    from engine.config import load_config
+
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / "config.yaml", [])
+    split = cfg.data.eval_split or cfg.data.test_split
+    dataset = build_dataset(cfg, split)
+    tokenizer = build_tokenizer(cfg, run_dir / "model")
+    model_cfg = MultimodalModel.from_pretrained(run_dir).image_data_config
+    loader = build_loader(cfg, dataset, tokenizer, model_cfg, False, dataset.languages, batch_size)
+    return list(islice(loader, n))
+
+
+@torch.no_grad()
+def max_logit_difference(a: torch.nn.Module, b: torch.nn.Module, batches: list[dict[str, Tensor]]) -> float:
+    """Largest ``|logits_a - logits_b|`` over ``batches``, the modality flags as given."""
+    return max(float((a(batch)["logits"] - b(batch)["logits"]).abs().max()) for batch in batches)
+
+
+def onnx_parity(run_dir: str | Path, export_dir: str | Path, n_batches: int = 2) -> dict[str, Any]:
+    """Max logit difference between ONNX Runtime and PyTorch eager on ``n_batches`` real batches."""
+    batches = real_batches(run_dir, n_batches)
+    diff = max_logit_difference(load_for_inference(export_dir), MultimodalModel.from_pretrained(run_dir).eval(),
+                                batches)
+    return {"max_abs_logit_diff": diff, "atol": ATOL, "ok": diff <= ATOL, "batches": len(batches),
+            "examples": sum(int(b["labels"].shape[0]) for b in batches)}

@@ -1,0 +1,218 @@
+"""Merge saved checkpoints tensor by tensor, streaming from safetensors, and write a normal model folder.
+
+Memory: each tensor is read with ``safetensors.safe_open`` (memory-mapped) one name at a time, so merging N
+checkpoints holds the merged model plus one tensor per model, never N models.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+from models import CheckpointMismatchError, resolve_model_dir
+from models.multimodal import CONFIG_NAME, WEIGHTS_NAME
+
+from .registry import MergeMethod, check_params, get_merge_method
+
+# What a per-key policy does with the tensors whose names match its pattern.
+POLICIES = ("merge", "keep_base", "skip", "shape_match")
+
+
+class MergeMismatchError(CheckpointMismatchError):
+    """Checkpoints that cannot be merged tensor by tensor; the message lists the tensors and the fix."""
+
+
+@dataclass
+class Checkpoint:
+    """One saved model: its folder, its ``crossfuse.json``, and the name/shape/dtype of each tensor."""
+
+    model_dir: Path
+    info: dict[str, Any]
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, path: str | Path) -> Checkpoint:
+        model_dir = resolve_model_dir(path)
+        info = json.loads((model_dir / CONFIG_NAME).read_text())
+        with safe_open(str(model_dir / WEIGHTS_NAME), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        return cls(model_dir, info, shapes)
+
+    @property
+    def weights(self) -> Path:
+        return self.model_dir / WEIGHTS_NAME
+
+    @property
+    def run_dir(self) -> Path | None:
+        """The run folder holding this model (where ``config.yaml`` is), if any."""
+        for d in (self.model_dir, self.model_dir.parent):
+            if (d / "config.yaml").is_file():
+                return d
+        return None
+
+
+def policy_for(key: str, policies: dict[str, str]) -> str:
+    """The policy of the first pattern (fnmatch, in the order given) matching ``key``; ``merge`` otherwise."""
+    for pattern, policy in policies.items():
+        if fnmatch.fnmatchcase(key, pattern):
+            return policy
+    return "merge"
+
+
+def check_policies(policies: dict[str, str]) -> None:
+    for pattern, policy in policies.items():
+        if policy not in POLICIES:
+            raise ValueError(f"policy {policy!r} for tensors {pattern!r} is unknown; "
+                             f"choose one of {', '.join(POLICIES)}")
+
+
+def plan(reference: Checkpoint, models: list[Checkpoint], policies: dict[str, str]) -> dict[str, str]:
+    """Decide, for every tensor of ``reference``, which policy applies, after checking that the checkpoints match.
+
+    Raises:
+        MergeMismatchError: listing every tensor that is missing, extra or differently shaped under the ``merge``
+            policy, and any difference in label set, with the policies that would allow it.
+    """
+    check_policies(policies)
+    problems: list[str] = []
+    # The output layer is the head, or the fusion module itself for methods that produce logits (late fusion).
+    out_keys = [k for k in reference.shapes if k.startswith("head.")] or \
+        [k for k in reference.shapes if k.startswith("fusion.")]
+    for m in models:
+        same = (m.info.get("label_names"), m.info.get("multi_label")) == \
+            (reference.info.get("label_names"), reference.info.get("multi_label"))
+        if not same and any(policy_for(k, policies) == "merge" for k in out_keys):
+            problems.append(f"  labels:     {m.model_dir} has labels {m.info.get('label_names')}, the reference "
+                            f"{reference.model_dir} has {reference.info.get('label_names')}")
+    actions: dict[str, str] = {}
+    for key, shape in reference.shapes.items():
+        policy = policy_for(key, policies)
+        actions[key] = policy
+        if policy != "merge":
+            continue
+        for m in models:
+            if key not in m.shapes:
+                problems.append(f"  missing:    {key} not in {m.model_dir}")
+            elif m.shapes[key] != shape:
+                problems.append(f"  shape:      {key} {m.shapes[key]} in {m.model_dir} vs {shape} in the reference")
+    for m in models:
+        for key in sorted(set(m.shapes) - set(reference.shapes)):
+            if policy_for(key, policies) == "merge":
+                problems.append(f"  unexpected: {key} in {m.model_dir} is not in the reference {reference.model_dir}")
+    if problems:
+        raise MergeMismatchError(
+            "the checkpoints do not match tensor by tensor:\n" + "\n".join(problems) + "\nMerge models of the same "
+            "architecture and label set, or give per-key policies (fnmatch pattern -> keep_base | skip | shape_match"
+            "), e.g. policies: {'head.*': keep_base}")
+    return actions
+
+
+def read_tensor(path: str | Path, key: str) -> Tensor:
+    """One tensor of a safetensors file. The file is opened for this read only: a handle kept open keeps every page
+    it has read mapped (and counted as resident), which would bring all N models back into memory over a merge."""
+    with safe_open(str(path), framework="pt") as f:
+        return f.get_tensor(key)
+
+
+def merge_checkpoints(models: list[str | Path], method: str | MergeMethod, base: str | Path | None = None,
+                      params: dict[str, Any] | None = None, policies: dict[str, str] | None = None,
+                      fishers: list[str | Path] | None = None) -> dict[str, Tensor]:
+    """Merge saved models with a registered method, one tensor name at a time.
+
+    Args:
+        models: saved model folders or run folders (holding ``model/``).
+        method: a registered merge method name (``list_merge_methods()``) or the method itself.
+        base: the shared starting point, required by task-vector methods (task_arithmetic, ties, dare). It is the
+            reference whose tensor names, dtypes and non-merged tensors the result takes; without it, the first
+            model is.
+        params: the method's keyword arguments (its config).
+        policies: ``{fnmatch pattern: merge | keep_base | skip | shape_match}``; first match wins, default merge.
+            ``keep_base`` copies the reference tensor, ``skip`` leaves the tensor out of the result, ``shape_match``
+            merges over the models whose tensor exists with the reference's shape.
+        fishers: one safetensors file of diagonal Fisher values per model (the ``fisher`` method).
+
+    Returns:
+        The merged state dict (name -> tensor in the reference's dtype). Integer and bool tensors (buffers such as
+        position ids) are never averaged: they are copied from the reference.
+    """
+    method = get_merge_method(method) if isinstance(method, str) else method
+    params = dict(params or {})
+    policies = dict(policies or {})
+    check_params(method, params)
+    if method.needs_base and base is None:
+        raise ValueError(f"merge method {method.name!r} needs a base model (the shared starting point the models "
+                         "were fine-tuned from): set base")
+    if method.num_models is not None and len(models) != method.num_models:
+        raise ValueError(f"merge method {method.name!r} merges exactly {method.num_models} models, got {len(models)}")
+    if method.needs_fisher and (fishers is None or len(fishers) != len(models)):
+        raise ValueError(f"merge method {method.name!r} needs one Fisher file per model "
+                         "(merging.fisher_estimation.estimate_fisher)")
+    if not models:
+        raise ValueError("nothing to merge: give at least one model")
+    ckpts = [Checkpoint.open(m) for m in models]
+    base_ckpt = Checkpoint.open(base) if base is not None else None
+    reference = base_ckpt or ckpts[0]
+    actions = plan(reference, ckpts, policies)
+    merged: dict[str, Tensor] = {}
+    fisher_keys = []
+    for f in fishers or []:
+        with safe_open(str(f), framework="pt") as h:
+            fisher_keys.append(set(h.keys()))
+    for key, action in actions.items():
+        if action == "skip":
+            continue
+        ref = read_tensor(reference.weights, key)
+        if action == "keep_base" or not (ref.is_floating_point() or ref.is_complex()):
+            merged[key] = ref
+            continue
+        use = [i for i, c in enumerate(ckpts) if c.shapes.get(key) == tuple(ref.shape)]
+        if not use:  # shape_match with no matching model: nothing to merge
+            merged[key] = ref
+            continue
+        kwargs = dict(params)
+        if len(use) != len(ckpts) and "weights" in kwargs and kwargs["weights"] is not None:
+            kwargs["weights"] = [kwargs["weights"][i] for i in use]
+        if method.needs_base:
+            kwargs["base"] = ref
+        if method.needs_fisher:
+            # Tensors without a Fisher (floating buffers) get equal Fishers, i.e. a plain average.
+            kwargs["fishers"] = [read_tensor(fishers[i], key) if key in fisher_keys[i] else torch.ones(ref.shape)
+                                 for i in use]
+        if method.takes_key:
+            kwargs["key"] = key
+        out = method.fn([read_tensor(ckpts[i].weights, key) for i in use], **kwargs)
+        merged[key] = out.to(ref.dtype).contiguous()
+    return merged
+
+
+def save_merged(state: dict[str, Tensor], reference: str | Path, out_dir: str | Path,
+                recipe: dict[str, Any] | None = None) -> Path:
+    """Write a merged state dict as a run folder that ``evaluate.py`` and ``MultimodalModel.from_pretrained`` read.
+
+    ``out_dir/model/`` gets the reference model's ``crossfuse.json``, ``text_config/`` and ``tokenizer/`` with the
+    merged ``model.safetensors``; ``out_dir/config.yaml`` is the reference run's config (its data and evaluation
+    settings); ``out_dir/merge.yaml`` records the recipe.
+    """
+    ref = Checkpoint.open(reference)
+    out_dir = Path(out_dir)
+    model_dir = out_dir / "model"
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    shutil.copytree(ref.model_dir, model_dir, ignore=shutil.ignore_patterns(WEIGHTS_NAME, "fisher*.safetensors"))
+    save_file({k: v.contiguous() for k, v in state.items()}, str(model_dir / WEIGHTS_NAME), metadata={"format": "pt"})
+    if ref.run_dir is not None and ref.run_dir != out_dir:
+        shutil.copyfile(ref.run_dir / "config.yaml", out_dir / "config.yaml")
+    if recipe is not None:
+        (out_dir / "merge.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return out_dir
+

@@ -1,0 +1,89 @@
+"""Name -> merge method registry: ``@register_merge_method("ties", needs_base=True)`` on a plain tensor function.
+
+A merge method is a function of one tensor per model (all the same shape), an optional ``base`` tensor and keyword
+arguments; its keyword arguments ARE its config schema (mergekit's ``easy_define`` idea), checked by
+:func:`check_params` before any tensor is read.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import Tensor
+
+# Inputs the merge engine supplies itself; everything else in the signature is user config.
+ENGINE_ARGS = ("tensors", "base", "fishers", "key")
+
+
+@dataclass(frozen=True)
+class MergeMethod:
+    name: str
+    fn: Callable[..., Tensor]
+    needs_base: bool = False  # task-vector methods work on differences from a shared starting point
+    needs_fisher: bool = False  # per-tensor diagonal Fisher of every model (merging/fisher.py)
+    num_models: int | None = None  # None = any number
+
+    @property
+    def params(self) -> dict[str, inspect.Parameter]:
+        sig = inspect.signature(self.fn)
+        return {k: p for k, p in sig.parameters.items() if k not in ENGINE_ARGS}
+
+    @property
+    def takes_key(self) -> bool:
+        return "key" in inspect.signature(self.fn).parameters
+
+
+_METHODS: dict[str, MergeMethod] = {}
+
+
+def register_merge_method(name: str, needs_base: bool = False, needs_fisher: bool = False,
+                          num_models: int | None = None):
+    """Function decorator registering a tensor merge function under ``name``."""
+
+    def wrap(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        if name in _METHODS:
+            raise ValueError(f"merge method {name!r} is registered twice")
+        _METHODS[name] = MergeMethod(name, fn, needs_base, needs_fisher, num_models)
+        fn.merge_method = name
+        return fn
+
+    return wrap
+
+
+def list_merge_methods() -> list[str]:
+    return sorted(_METHODS)
+
+
+def get_merge_method(name: str) -> MergeMethod:
+    if name not in _METHODS:
+        valid = list_merge_methods() + ["greedy_soup"]
+        near = difflib.get_close_matches(name, valid, n=1)
+        hint = f" Did you mean {near[0]!r}?" if near else ""
+        raise KeyError(f"unknown merge method {name!r}.{hint} Registered: {', '.join(valid)}")
+    return _METHODS[name]
+
+
+def check_params(method: MergeMethod, params: dict) -> None:
+    """Unknown keyword arguments are an error naming the nearest valid one."""
+    valid = method.params
+    for key in params:
+        if key not in valid:
+            near = difflib.get_close_matches(key, valid, n=1)
+            hint = f" Did you mean {near[0]!r}?" if near else ""
+            raise TypeError(f"merge method {method.name!r} has no option {key!r}.{hint} "
+                            f"Valid options: {', '.join(valid) or '(none)'}")
+
+
+def normalised_weights(weights: list[float] | None, n: int) -> list[float]:
+    """``weights`` (default uniform) scaled to sum to 1; a length mismatch is a user error."""
+    if weights is None:
+        return [1.0 / n] * n
+    if len(weights) != n:
+        raise ValueError(f"weights has {len(weights)} entries for {n} models; give one weight per model")
+    total = float(sum(weights))
+    if total <= 0:
+        raise ValueError(f"weights must sum to a positive number, got {list(weights)}")
+    return [float(w) / total for w in weights]

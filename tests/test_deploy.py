@@ -1,0 +1,117 @@
+"""Deployment exports on the tiny run: every export kind loads through one loader and evaluates; int8 round trips
+exactly; pruning reaches its sparsity and a recovery fine-tune keeps pruned weights at zero; clear user errors."""
+
+import json
+
+import pytest
+import torch
+from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+import evaluate
+import export
+from deploy import MANIFEST_NAME, list_exports, load_for_inference
+from deploy.parity import max_logit_difference, real_batches
+from deploy.prune import prunable_layers, prune_model
+from deploy.quantize import quantize_linears
+from models import MultimodalModel
+from models.errors import ModelNotAvailableError
+
+
+@pytest.fixture(scope="module")
+def batches(tiny_run):
+    return real_batches(tiny_run, 2, batch_size=40)
+
+
+@pytest.mark.parametrize("kind", list_exports())
+def test_every_export_kind_evaluates_like_the_float_model(tiny_run, tmp_path, batches, kind):
+    out = tmp_path / kind
+    manifest = export.main([str(tiny_run), "--kind", kind, "--out", str(out), "--sparsity", "0.1"])
+    assert json.loads((out / MANIFEST_NAME).read_text())["kind"] == kind == manifest["kind"]
+    model = load_for_inference(out)
+    float_model = MultimodalModel.from_pretrained(tiny_run).eval()
+    # int8 and 10% pruning move logits a little; ONNX Runtime only by float rounding.
+    assert max_logit_difference(model, float_model, batches) < {"onnx": 1e-4, "int8": 0.1, "pruned": 0.5}[kind]
+    results = evaluate.main([str(out), "--out", str(tmp_path / "eval.json")])
+    assert results["val"]["overall"]["n"] == 80 and set(results["val"]["ablation"]) == {"no_text", "no_image"}
+    if kind == "onnx":  # same predictions => same metrics as the run's own evaluation
+        trained = json.loads((tiny_run / "metrics.json").read_text())["results"]
+        assert results["val"]["overall"]["accuracy"] == pytest.approx(trained["val"]["overall"]["accuracy"])
+        assert results["val"]["ablation"]["no_text"]["auroc"] == pytest.approx(
+            trained["val"]["ablation"]["no_text"]["auroc"], abs=1e-4)
+
+
+def test_int8_quantizes_the_chosen_parts_and_round_trips_exactly(tiny_run, tmp_path, batches):
+    export.main([str(tiny_run), "--kind", "int8", "--out", str(tmp_path / "q")])
+    loaded = load_for_inference(tmp_path / "q")
+    quantized = {n.split(".")[0] for n, m in loaded.named_modules() if isinstance(m, DynamicLinear)}
+    assert quantized == {"text", "fusion", "head"}
+    assert not any(isinstance(m, DynamicLinear) for m in loaded.vision.modules())
+    in_memory = MultimodalModel.from_pretrained(tiny_run).eval()
+    quantize_linears(in_memory)
+    assert max_logit_difference(loaded, in_memory, batches) == 0.0
+    float_bytes = (tiny_run / "model" / "model.safetensors").stat().st_size
+    assert (tmp_path / "q" / "model.int8.safetensors").stat().st_size < float_bytes
+
+
+@pytest.mark.parametrize("method", ["magnitude", "structured"])
+def test_pruning_reaches_its_sparsity_per_layer(tiny_run, tmp_path, method):
+    manifest = export.main([str(tiny_run), "--kind", "pruned", "--method", method, "--sparsity", "0.5",
+                            "--out", str(tmp_path / "p")])
+    per_layer = manifest["details"]["sparsity"]["per_layer"]
+    model = load_for_inference(tmp_path / "p")
+    layers = dict(model.named_modules())
+    assert set(per_layer) == set(prunable_layers(model)) and len(per_layer) > 5
+    for name, reported in per_layer.items():
+        weight = layers[name].weight
+        assert reported == pytest.approx(float((weight == 0).float().mean()), abs=1e-4)
+        assert reported == pytest.approx(0.5, abs=0.02)
+        if method == "structured":  # whole rows are zero, with their bias entries
+            zero_rows = (weight == 0).all(dim=1)
+            assert int(zero_rows.sum()) == round(0.5 * weight.shape[0])
+            assert bool((layers[name].bias[zero_rows] == 0).all())
+    logits_layer = model.head.net[-1]
+    assert not bool((logits_layer.weight == 0).any())  # the classifier is never pruned
+
+
+def test_recovery_finetune_trains_and_keeps_pruned_weights_zero(tiny_run, tmp_path):
+    manifest = export.main([str(tiny_run), "--kind", "pruned", "--sparsity", "0.5", "--finetune-steps", "2",
+                            "--finetune-override", "eval.modality_ablation=false",
+                            "--finetune-override", "data.test_split=null", "--out", str(tmp_path / "ft")])
+    assert manifest["details"]["finetune"]["steps"] == 2
+    assert len((tmp_path / "ft" / "finetune_log.jsonl").read_text().splitlines()) >= 2
+    tuned = dict(load_for_inference(tmp_path / "ft").named_modules())
+    pruned_only = MultimodalModel.from_pretrained(tiny_run)
+    masks = prune_model(pruned_only, 0.5)
+    reference = dict(pruned_only.named_modules())
+    moved = 0
+    for name, mask in masks.items():
+        weight = tuned[name].weight
+        assert bool((weight[mask == 0] == 0).all()), name  # the mask held during training
+        moved += int((weight[mask == 1] != reference[name].weight[mask == 1]).sum())
+    assert moved > 0  # the fine-tune did change the kept weights
+
+
+def test_user_errors_are_clear(tiny_run, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        export.main([str(tmp_path / "no_such_run"), "--kind", "int8"])
+    with pytest.raises(ModelNotAvailableError, match="does not exist"):
+        load_for_inference(tmp_path / "no_such_run")
+    with pytest.raises(ValueError, match="parts of a model are"):
+        export.main([str(tiny_run), "--kind", "int8", "--parts", "txt", "--out", str(tmp_path / "a")])
+    with pytest.raises(ValueError, match="sparsity must be in"):
+        export.main([str(tiny_run), "--kind", "pruned", "--sparsity", "1.5", "--out", str(tmp_path / "b")])
+    export.main([str(tiny_run), "--kind", "int8", "--out", str(tmp_path / "c")])
+    with pytest.raises(FileExistsError, match="already holds"):
+        export.main([str(tiny_run), "--kind", "int8", "--out", str(tmp_path / "c")])
+    manifest = json.loads((tmp_path / "c" / MANIFEST_NAME).read_text())
+    (tmp_path / "c" / MANIFEST_NAME).write_text(json.dumps({**manifest, "format": 99}))
+    with pytest.raises(ValueError, match="re-export"):
+        load_for_inference(tmp_path / "c")
+
+
+def test_quantized_model_runs_with_missing_modalities(tiny_run, batches):
+    model = MultimodalModel.from_pretrained(tiny_run).eval()
+    quantize_linears(model)
+    with torch.no_grad():
+        for drop in (("text",), ("image",)):
+            assert torch.isfinite(model(batches[0], drop=drop)["logits"]).all()

@@ -1,0 +1,113 @@
+"""Launch paths on CPU: two DDP processes (gloo) through `accelerate launch`, DeepSpeed ZeRO-2 as one process,
+and the performance switches (bf16, gradient checkpointing, channels-last, torch.compile) from config."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState
+from conftest import tiny_overrides
+from safetensors.torch import load_file
+
+import train
+
+ROOT = Path(__file__).resolve().parent.parent
+# Dropout off and an image-only model: with dropout, each process draws its own masks, so two processes could
+# not reproduce one process's updates. ViT without dropout, fusion and head dropout 0 make training deterministic.
+DETERMINISTIC = {"model.fusion.name": "image_only", "model.fusion.dropout": 0, "model.head.dropout": 0,
+                 "train.max_steps": 3, "eval.modality_ablation": "false", "run.seed": 5}
+
+
+def _run(cmd: list[str], env: dict | None = None) -> str:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return proc.stdout + proc.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_train_and_evaluate_like_one(tmp_path):
+    """Two processes with batch 8 each take the same optimizer steps as one process with batch 16.
+
+    Asserted: identical evaluation counts (every val/test row counted once, none padded twice), weights equal to
+    within 1e-5 and metrics equal to within 1e-6 (gradients are averaged over processes in another order).
+    """
+    one = train.main(tiny_overrides(tmp_path, "one", **DETERMINISTIC))
+    _run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/cpu_2proc.yaml",
+          "--main_process_port", str(_free_port()), "train.py",
+          *tiny_overrides(tmp_path, "two", **DETERMINISTIC, **{"train.batch_size": 8})])
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert two["steps"] == one["steps"] == 3
+    for split in ("val", "test"):
+        a, b = one["results"][split]["overall"], two["results"][split]["overall"]
+        assert a["n"] == b["n"] == 80
+        for metric in ("accuracy", "macro_f1", "auroc"):
+            assert b[metric] == pytest.approx(a[metric], abs=1e-6), (split, metric)
+    w1 = load_file(str(tmp_path / "one" / "model" / "model.safetensors"))
+    w2 = load_file(str(tmp_path / "two" / "model" / "model.safetensors"))
+    for key in w1:
+        torch.testing.assert_close(w2[key], w1[key], atol=1e-5, rtol=1e-4, msg=key)
+
+
+def test_deepspeed_zero2_one_process(tmp_path):
+    pytest.importorskip("deepspeed")
+    # What `accelerate launch --config_file configs/accelerate/deepspeed_zero2.yaml` sets, for one CPU process
+    # (Accelerate has no multi-process DeepSpeed path on CPU; that is checked on GPUs, see docs/distributed.md).
+    env = {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_CONFIG_FILE": "configs/deepspeed/zero2.json",
+           "ACCELERATE_MIXED_PRECISION": "no", "DS_ACCELERATOR": "cpu", "RANK": "0", "LOCAL_RANK": "0",
+           "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    out = _run([sys.executable, "train.py", *tiny_overrides(tmp_path, "ds", **{
+        "train.max_steps": 2, "train.save_every": 2, "eval.modality_ablation": "false", "data.test_split": "null"})],
+        env)
+    run = tmp_path / "ds"
+    checkpoint = run / "checkpoints" / "step_00000002"
+    assert (checkpoint / "pytorch_model").is_dir(), out[-3000:]  # DeepSpeed's own (ZeRO) checkpoint layout
+    assert (checkpoint / "trainer_state.json").is_file()
+    assert json.loads((run / "metrics.json").read_text())["results"]["val"]["overall"]["n"] == 80
+
+
+def test_precision_checkpointing_channels_last_build_and_step(tmp_path):
+    """bf16 autocast, gradient checkpointing in both towers and a channels-last CNN tower, trained two steps."""
+    AcceleratorState._reset_state()  # Accelerate keeps one process-wide state; earlier tests fixed precision "no"
+    overrides = [o for o in tiny_overrides(tmp_path, "fast", **{
+        "train.max_steps": 2, "train.mixed_precision": "bf16", "model.text.gradient_checkpointing": "true",
+        "model.vision.gradient_checkpointing": "true", "model.vision.name": "test_resnet",
+        "model.vision.channels_last": "true", "data.eval_split": "''", "data.test_split": "null",
+    }) if not o.startswith("model.vision.kwargs")]  # the tiny ViT's kwargs do not apply to a ResNet
+    out = train.main(overrides)
+    AcceleratorState._reset_state()
+    assert out["steps"] == 2
+    _assert_finite_losses(tmp_path / "fast", 2)
+
+
+def test_compile_builds_and_steps(tmp_path, monkeypatch):
+    """train.compile: torch.compile in place, run here with the "eager" backend, which checks that TorchDynamo
+    captures our forward and backward without spending minutes in Inductor's CPU code generation."""
+    compiled = []
+    original = torch.nn.Module.compile
+
+    def compile_eager(self, *args, **kwargs):
+        compiled.append(type(self).__name__)
+        return original(self, backend="eager")
+
+    monkeypatch.setattr(torch.nn.Module, "compile", compile_eager)
+    out = train.main(tiny_overrides(tmp_path, "compiled", **{
+        "train.max_steps": 2, "train.compile": "true", "data.eval_split": "''", "data.test_split": "null"}))
+    assert out["steps"] == 2 and compiled == ["MultimodalModel"]
+    _assert_finite_losses(tmp_path / "compiled", 2)
+
+
+def _assert_finite_losses(run: Path, steps: int) -> None:
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    losses = [r["train/loss"] for r in rows if "train/loss" in r]
+    assert len(losses) == steps and all(torch.isfinite(torch.tensor(losses)))

@@ -1,0 +1,52 @@
+"""Trackers through Accelerate: W&B offline (run id kept in the run folder across a resume) and TensorBoard."""
+
+import pytest
+from conftest import tiny_overrides
+
+import train
+from engine.tracking import WANDB_ID_FILE
+
+# Two steps, a checkpoint after each, one evaluation (no ablations, no test split): every kind of value is logged.
+TRACKED = {"train.max_steps": 2, "train.save_every": 1, "train.eval_every": 2, "eval.modality_ablation": "false",
+           "data.test_split": "null", "run.group": "sweep-a"}
+
+
+def test_wandb_offline_resume_continues_the_same_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    overrides = tiny_overrides(tmp_path, "wb", **TRACKED, **{"run.tracker": "wandb", "run.wandb_mode": "offline"})
+    train.main(overrides)
+    run = tmp_path / "wb"
+    run_id = (run / WANDB_ID_FILE).read_text().strip()
+    first = sorted((run / "wandb").glob(f"offline-run-*-{run_id}"))
+    assert len(first) == 1 and (first[0] / f"run-{run_id}.wandb").stat().st_size > 0
+    init_log = (first[0] / "logs" / "debug.log").read_text()  # offline runs keep what wandb.init received here
+    assert "'group': 'sweep-a'" in init_log and "'max_steps': 2" in init_log  # the resolved config went to W&B
+
+    train.main(overrides + ["--resume", str(run / "checkpoints" / "step_00000001")])
+    assert (run / WANDB_ID_FILE).read_text().strip() == run_id
+    runs = sorted((run / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(p.name.endswith(run_id) for p in runs)  # `wandb sync` merges them into one run
+
+
+def test_wandb_disabled_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")  # the config wins over the environment
+    quick = {"train.max_steps": 1, "data.eval_split": "''", "data.test_split": "null", "run.tracker": "wandb"}
+    train.main(tiny_overrides(tmp_path, "wb_disabled", **quick, **{"run.wandb_mode": "disabled"}))
+    assert not list((tmp_path / "wb_disabled").glob("wandb/*run-*"))
+    assert (tmp_path / "wb_disabled" / "model" / "model.safetensors").is_file()
+
+
+def test_tensorboard_logs_losses_lr_throughput_and_metrics(tmp_path):
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    train.main(tiny_overrides(tmp_path, "tb", **TRACKED, **{"run.tracker": "tensorboard"}))
+    events = list((tmp_path / "tb").rglob("events.out.tfevents.*"))
+    assert events, "no TensorBoard event file under the run folder"
+    tags: set[str] = set()
+    for path in events:
+        acc = event_accumulator.EventAccumulator(str(path.parent))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+        if "train/loss" in acc.Tags()["scalars"]:
+            assert [e.step for e in acc.Scalars("train/loss")] == [1, 2]
+    for tag in ("train/loss", "train/samples_per_s", "train/data_wait_frac", "lr/fusion_head", "val/accuracy"):
+        assert tag in tags, f"{tag} not logged to TensorBoard (logged: {sorted(tags)})"
