@@ -19,9 +19,18 @@ _BUILDERS = {".parquet": "parquet", ".csv": "csv", ".tsv": "csv", ".json": "json
              ".arrow": "arrow"}
 
 
+def _import_datasets():
+    try:
+        import datasets
+    except ImportError:
+        raise ImportError("data.name=hf_dataset needs the HuggingFace `datasets` package: "
+                          'pip install -e ".[hf]" (or pip install datasets)') from None
+    return datasets
+
+
 def load_hf_split(root: Path, split: str, files: str | None):
     """The ``datasets.Dataset`` of one split: ``load_from_disk(root)[split]`` or ``load_dataset`` of ``files``."""
-    import datasets
+    datasets = _import_datasets()
 
     if files is None:
         if not ((root / "dataset_dict.json").is_file() or (root / "dataset_info.json").is_file()):
@@ -76,8 +85,7 @@ def build_hf_dataset(
         labels: class names (default: the ``ClassLabel`` names, else the sorted distinct labels of the split).
         on_error / check_images / max_text_chars: see :func:`data.table.build_table`.
     """
-    import datasets
-
+    datasets = _import_datasets()
     base = Path(root)
     ds = load_hf_split(base, split, files)
     if image_column is not None and image_column in ds.column_names \
