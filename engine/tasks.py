@@ -27,18 +27,19 @@ def register_task(name: str):
     return wrap
 
 
-def _register_transfer_tasks() -> None:
-    # Imported late: transfer/ builds on the engine, so a top-level import here would be a cycle.
-    import transfer  # noqa: F401
+def _register_library_tasks() -> None:
+    # Imported late: transfer/ and merging/ build on the engine, so a top-level import here would be a cycle.
+    import merging  # noqa: F401  (multi_teacher_distill)
+    import transfer  # noqa: F401  (contrastive, distill, crossmodal_distill)
 
 
 def list_tasks() -> list[str]:
-    _register_transfer_tasks()
+    _register_library_tasks()
     return sorted(_TASKS)
 
 
 def create_task(name: str, **params: Any) -> Task:
-    _register_transfer_tasks()
+    _register_library_tasks()
     if name not in _TASKS:
         near = difflib.get_close_matches(name, _TASKS, n=1)
         hint = f" Did you mean {near[0]!r}?" if near else ""

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from merging.averaging import WeightAverager  # importing merging also registers its multi_teacher_distill task
+from merging.averaging import WeightAverager
 from models import MultimodalModel, load_state, resolve_model_dir
 from transfer.schedules import drop_encoder_grads
 
