@@ -40,7 +40,7 @@ from .tracking import tracker_config, tracker_init_kwargs
 
 
 class RunExistsError(FileExistsError):
-    pass
+    """The run folder already holds a trained model and neither --resume nor run.overwrite was given."""
 
 
 def _better(value: float, best: float | None, mode: str) -> bool:
