@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import platform
 import re
+import statistics
 import subprocess
 from datetime import date
 from pathlib import Path
@@ -47,3 +48,10 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def mean_std(values: list[float]) -> str:
+    """Fractions in [0, 1] as a percentage ``mean ± sample std`` (just the value for one seed)."""
+    if len(values) == 1:
+        return f"{100 * values[0]:.1f}"
+    return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f}"

@@ -34,7 +34,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
 import train  # noqa: E402
-from benchmarks._doc import machine_line, markdown_table, write_section  # noqa: E402
+from benchmarks._doc import machine_line, markdown_table, mean_std, write_section  # noqa: E402
 from data import generate_shapes, read_jsonl  # noqa: E402
 from data.shapes_text import SHAPES  # noqa: E402
 from transfer.zero_shot import caption_classes  # noqa: E402
@@ -92,12 +92,6 @@ def write_shape_dataset(out: Path) -> Path:
 def accuracy(out: Path, name: str, overrides: list[str]) -> float:
     res = train.main(overrides + [f"run.output_dir={out}", f"run.name={name}", "run.overwrite=true"])
     return float(res["results"]["val"]["overall"]["accuracy"])
-
-
-def mean_std(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{100 * values[0]:.1f}"
-    return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -30,7 +30,7 @@ os.environ.setdefault("WANDB_MODE", "offline")
 import distill_multilingual  # noqa: E402
 import evaluate  # noqa: E402
 import train  # noqa: E402
-from benchmarks._doc import machine_line, markdown_table, write_section  # noqa: E402
+from benchmarks._doc import machine_line, markdown_table, mean_std, write_section  # noqa: E402
 
 LANGS = ["en", "de", "fr", "es", "ru"]
 # Small enough to train in a few minutes on one core; pooled-vector fusion, so the distillation (which aligns the
@@ -47,12 +47,6 @@ TINY = [
 
 def per_language(results: dict) -> dict[str, float]:
     return {lang: m["accuracy"] for lang, m in results["val"]["per_language"].items()}
-
-
-def mean_std(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{100 * values[0]:.1f}"
-    return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
 
 
 def run(args: argparse.Namespace, out: Path, extra: list[str], label: str) -> dict:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -41,7 +40,7 @@ from accelerate import Accelerator  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
 import train  # noqa: E402
-from benchmarks._doc import machine_line, markdown_table, write_section  # noqa: E402
+from benchmarks._doc import machine_line, markdown_table, mean_std, write_section  # noqa: E402
 from data.shapes_text import COLOURS, SHAPES  # noqa: E402
 from engine.builders import build_dataset, build_loader  # noqa: E402
 from engine.checkpoint import load_task_state  # noqa: E402
@@ -143,12 +142,6 @@ def student_prototype_accuracy(student_dir: Path | None, teacher_dir: Path, seed
         hits += int((prototype_classify(img, protos) == truth).sum())
         n += len(truth)
     return hits / n
-
-
-def mean_std(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{100 * values[0]:.1f}"
-    return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
 
 
 def main(argv: list[str] | None = None) -> dict:

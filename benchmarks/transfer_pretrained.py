@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
 import train  # noqa: E402
-from benchmarks._doc import machine_line, markdown_table, write_section  # noqa: E402
+from benchmarks._doc import machine_line, markdown_table, mean_std, write_section  # noqa: E402
 
 TRAIN_WORDS = {
     "positive": ["good", "great", "excellent", "wonderful", "amazing", "fantastic", "lovely", "delightful",
@@ -117,14 +116,10 @@ def main(argv: list[str] | None = None) -> None:
     distilled = minilm_distillation(minilm, args.distill_steps, args.batch_size) if args.distill_steps else None
     minutes = (time.perf_counter() - t0) / 60
 
-    def cell(values: list[float]) -> str:
-        return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 \
-            else f"{100 * values[0]:.1f}"
-
     diffs = [p - r for p, r in zip(acc["pretrained"], acc["random"])]
-    rows = [["MiniLM-L6, pretrained (all-MiniLM-L6-v2)", cell(acc["pretrained"]),
+    rows = [["MiniLM-L6, pretrained (all-MiniLM-L6-v2)", mean_std(acc["pretrained"]),
              " / ".join(f"{100 * v:.1f}" for v in acc["pretrained"])],
-            ["MiniLM-L6, random weights", cell(acc["random"]), " / ".join(f"{100 * v:.1f}" for v in acc["random"])]]
+            ["MiniLM-L6, random weights", mean_std(acc["random"]), " / ".join(f"{100 * v:.1f}" for v in acc["random"])]]
     text = "\n".join([
         "## Pretrained against random weights (text task)",
         "",
@@ -137,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         "",
         markdown_table(["text encoder", "accuracy", "per seed"], rows),
         "",
-        f"Pretrained minus random: {cell(diffs)} points. The random-weight tower has never seen the held-out "
+        f"Pretrained minus random: {mean_std(diffs)} points. The random-weight tower has never seen the held-out "
         "adjectives, so it can only learn the training words; the pretrained tower can place unseen words near "
         "their synonyms.",
         "",

@@ -296,3 +296,11 @@ def test_hf_dataset_from_local_files(tmp_path):
     ds = create_dataset("hf_dataset", str(tmp_path), "val", files="{split}.csv", modalities=["text"])
     assert len(ds) == 6 and not ds.has_image and ds.label_names == ["neg", "pos"] and ds[1]["label"] == 1
     assert (ds[1]["file"], ds[1]["line"]) == (str(tmp_path / "val"), 2)
+
+
+def test_hf_dataset_without_the_datasets_package_says_how_to_install(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "datasets", None)  # makes `import datasets` raise ImportError
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[hf\]"'):
+        create_dataset("hf_dataset", str(tmp_path), "train")
