@@ -4,6 +4,9 @@
 * ``pruned``: ``--method magnitude|structured --sparsity 0.5``, optionally ``--finetune-steps N`` to recover.
 * ``onnx``: the whole model as one ONNX graph (``--opset 17``); its agreement with PyTorch on real batches of the
   run's eval split is checked and written to ``export.json``.
+* ``onnx-int8``: the same graph with int8 weight matrices (ONNX Runtime dynamic quantization; ``--reduce-range``
+  for 7-bit weights on CPUs without VNNI); its logit difference and prediction agreement with the float PyTorch
+  model are written to ``export.json``.
 
 Each writes a folder (default ``RUN_DIR/export-KIND``) that ``evaluate.py`` and ``predict.py`` accept.
 """
@@ -17,7 +20,7 @@ from pathlib import Path
 
 from deploy import list_exports, write_export_folder
 from deploy.folder import MANIFEST_NAME
-from deploy.onnx_export import DEFAULT_OPSET, UnsupportedExportError
+from deploy.onnx_export import ATOL, DEFAULT_OPSET, UnsupportedExportError
 from deploy.parity import onnx_parity
 from engine.config import ConfigError
 from models import MultimodalModel
@@ -38,6 +41,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--finetune-override", action="append", default=[],
                         help="dotted config override for the fine-tune (repeatable), e.g. optim.lr=1e-4")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset")
+    parser.add_argument("--reduce-range", action="store_true",
+                        help="onnx-int8: 7-bit weights (ONNX Runtime's advice for x86 CPUs without VNNI)")
     parser.add_argument("--parity-batches", type=int, default=2, help="real batches to compare ONNX with PyTorch")
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
@@ -51,13 +56,16 @@ def main(argv: list[str] | None = None) -> dict:
     if args.kind == "pruned":
         options.update(sparsity=args.sparsity, method=args.method, finetune_steps=args.finetune_steps,
                        finetune_overrides=args.finetune_override)
-    if args.kind == "onnx":
+    if args.kind in ("onnx", "onnx-int8"):
         options["opset"] = args.opset
+    if args.kind == "onnx-int8":
+        options["reduce_range"] = args.reduce_range
     model = MultimodalModel.from_pretrained(run_dir).eval()
     write_export_folder(model, run_dir, out, args.kind, **options)
     manifest = json.loads((out / MANIFEST_NAME).read_text())
-    if args.kind == "onnx" and args.parity_batches > 0 and (run_dir / "config.yaml").is_file():
-        manifest["details"]["parity"] = onnx_parity(run_dir, out, args.parity_batches)
+    if args.kind in ("onnx", "onnx-int8") and args.parity_batches > 0 and (run_dir / "config.yaml").is_file():
+        atol = ATOL if args.kind == "onnx" else None
+        manifest["details"]["parity"] = onnx_parity(run_dir, out, args.parity_batches, atol)
         (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
     print(json.dumps({"out": str(out), "kind": args.kind, **{k: v for k, v in manifest["details"].items()
                                                             if k not in ("quantized_layers", "sparsity")}}, indent=2))

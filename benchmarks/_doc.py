@@ -25,6 +25,10 @@ def machine_line() -> str:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                 cwd=DOCS.parent).stdout.strip()
+        # Tracked code (docs aside, which benchmarks write) differing from the commit: say so.
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                  ":(exclude)docs"], capture_output=True, text=True, cwd=DOCS.parent).stdout.strip()
+        commit += " with uncommitted changes" if changed else ""
     except OSError:
         commit = "unknown"
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU only"
@@ -50,8 +54,8 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines)
 
 
-def mean_std(values: list[float]) -> str:
-    """Fractions in [0, 1] as a percentage ``mean ± sample std`` (just the value for one seed)."""
+def mean_std(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
+    """``mean ± sample std`` of ``values * scale`` (default: fractions as percentages; one value: just it)."""
     if len(values) == 1:
-        return f"{100 * values[0]:.1f}"
-    return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
+        return f"{scale * values[0]:.{digits}f}"
+    return f"{scale * statistics.mean(values):.{digits}f} ± {scale * statistics.stdev(values):.{digits}f}"

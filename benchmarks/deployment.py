@@ -1,5 +1,6 @@
 """Deployment benchmark: size on disk, CPU latency (batch 1), throughput (batch 32) and accuracy of the float
-model, int8, pruned and ONNX Runtime exports, for a tiny model and one with the pretrained MiniLM text tower.
+model, int8, pruned, ONNX Runtime and ONNX Runtime int8 exports, for a tiny model and one with the pretrained
+MiniLM text tower.
 
     OMP_NUM_THREADS=1 python benchmarks/deployment.py [--models tiny,minilm] [--fresh]
 
@@ -67,6 +68,8 @@ def export_variants(run: Path, finetune_steps: int) -> dict[str, Path]:
             "--kind", "pruned", "--sparsity", "0.5", "--finetune-steps", str(finetune_steps), *ft],
         "pruned 30% structured rows": ["--kind", "pruned", "--method", "structured", "--sparsity", "0.3"],
         "ONNX Runtime (float)": ["--kind", "onnx"],
+        "ONNX Runtime int8": ["--kind", "onnx-int8"],
+        "ONNX Runtime int8 (7-bit weights)": ["--kind", "onnx-int8", "--reduce-range"],
     }
     out = {"PyTorch float": run}
     for i, (label, args) in enumerate(jobs.items()):

@@ -1,22 +1,25 @@
-"""The fusion zoo results table: every registered fusion method on the embedded shapes benchmark, easy and hard.
+"""The fusion zoo on frozen towers: every registered fusion method on the embedded shapes benchmark's variants.
 
-Protocol (frozen shared towers, so 20 methods x 3 seeds x 2 variants fit a shared 2-core CPU):
+Protocol (frozen towers, so 20 methods x 3 seeds fit a 2-core CPU):
 
-1. Towers: train the tiny text tower (2-layer BERT) and vision tower (4-block ViT, 32 px) once, with product fusion,
-   on the easy variant: ``train.py configs/experiments/zoo_towers.yaml``.
-2. Features: freeze those towers and run them once over the train/test splits of each variant (eval mode, so the
-   features are deterministic). On the hard variant (relations between two objects, counting) the towers have never
-   seen a layout of several objects: the fusion method must compose them from frozen per-patch features.
+1. Towers: per variant, train the tiny text tower (2-layer BERT, mean pooling) and vision tower (4-block ViT, 32 px,
+   patch 8) with ``product`` fusion on that variant: ``train.py configs/experiments/zoo_towers.yaml`` for ``easy``;
+   the other variants start from the easy towers (from scratch they stay at chance loss for hundreds of steps).
+2. Features: freeze those towers and run them once over the variant's train/test splits (eval mode, so the
+   features are deterministic): token features, masks and pooled vectors.
 3. Methods: for every registered method and seed, train a fresh fusion module + head on the cached features for a
    fixed number of steps (AdamW, cosine schedule, batch 64, one width ``--dim`` for all), then report the test
    metrics of the final weights, the same metrics with the image and with the text marked absent (the ``present``
    flags the model's ``drop=`` ablation sets), the trainable parameter count and the training / evaluation
    samples/s of fusion + head.
 
-Every stage is cached under ``--out`` (the tower run, ``features_<variant>.pt``, ``results/<variant>/<method>_s<seed>
+Frozen towers make every method start from the same features, and cap every method at what those features hold;
+``benchmarks/fusion_zoo_end_to_end.py`` trains each method with its own towers instead.
+
+Every stage is cached under ``--out`` (the tower runs, ``features_<variant>.pt``, ``results/<variant>/<method>_s<seed>
 .json``), so a rerun after a crash only does what is missing. ``--fresh`` redoes the method runs.
 
-Usage: ``OMP_NUM_THREADS=1 python benchmarks/fusion_zoo.py [--variants easy hard] [--seeds 0 1 2] [--steps 150]``
+Usage: ``OMP_NUM_THREADS=1 python benchmarks/fusion_zoo.py [--variants easy binding] [--seeds 0 1 2] [--steps 600]``
 (``--table-only`` rewrites ``docs/fusion_zoo.md`` from cached results). Results table: ``docs/fusion_zoo.md``.
 """
 
@@ -55,6 +58,10 @@ DROPOUT = 0.1
 VARIANTS = {
     "easy": [],
     "hard": ["data.root=data_cache/shapes8k_hard", "data.params={n_train: 8000, image_size: 32, difficulty: hard}"],
+    "relation": ["data.root=data_cache/shapes8k_relation",
+                 "data.params={n_train: 8000, image_size: 32, difficulty: relation}"],
+    "binding": ["data.root=data_cache/shapes8k_binding",
+                "data.params={n_train: 8000, image_size: 32, difficulty: binding}"],
 }
 BASELINES = ("text_only", "image_only")
 SLOW = ("bottleneck", "co_attention", "cross_attention", "cross_attention_i2t", "mult", "perceiver", "single_stream")
@@ -75,28 +82,34 @@ class FusionHead(nn.Module):
 
 
 # ------------------------------------------------------------------ stages 1 and 2: towers and their features
-def train_towers(out: Path) -> Path:
-    run = out / "zoo_towers"
+def train_towers(out: Path, variant: str) -> Path:
+    """The frozen towers for ``variant``: trained with ``product`` fusion on its training split.
+
+    The easy towers start from scratch; the towers of every other variant start from the easy towers (a from-scratch
+    start on the multi-object variants stays at chance loss for hundreds of steps) and get the same budget again.
+    """
+    run = out / ("zoo_towers" if variant == "easy" else f"towers_{variant}")
     if not (run / "model" / "model.safetensors").is_file():
         import train
 
-        print(f"training the shared towers -> {run}", flush=True)
+        overrides = [] if variant == "easy" else [*VARIANTS[variant], f"train.init_from={train_towers(out, 'easy')}"]
+        print(f"training the {variant} towers -> {run}", flush=True)
         train.main([str(ROOT / "configs" / "experiments" / "zoo_towers.yaml"), f"run.output_dir={out}",
-                    "run.overwrite=true"])
+                    f"run.name={run.name}", "run.overwrite=true", *overrides])
     return run
 
 
-@torch.no_grad()
 def extract_features(variant: str, out: Path) -> dict:
     """Run the frozen towers over train and test once; cached as ``features_<variant>.pt``."""
     path = out / f"features_{variant}.pt"
     if path.is_file():
         return torch.load(path)
-    run = train_towers(out)
+    run = train_towers(out, variant)
     cfg = load_config(run / "config.yaml", VARIANTS[variant])
     model = MultimodalModel.from_pretrained(run).eval()
     tokenizer = build_tokenizer(cfg, run / "model")
-    feats: dict = {"tower_metrics": json.loads((run / "metrics.json").read_text())["results"]["test"]["overall"]}
+    feats: dict = {"tower_metrics": json.loads((run / "metrics.json").read_text())["results"]["test"]["overall"],
+                   "towers": run.name}
     for split in ("train", "test"):
         dataset = build_dataset(cfg, getattr(cfg.data, f"{split}_split"), cfg.data.languages)
         loader = build_loader(cfg, dataset, tokenizer, model.image_data_config, False, list(cfg.data.languages),
@@ -104,7 +117,8 @@ def extract_features(variant: str, out: Path) -> dict:
         parts: dict[str, list[Tensor]] = {}
         start, n = time.perf_counter(), 0
         for batch in loader:
-            text, image = model.encode(batch)
+            with torch.no_grad():
+                text, image = model.encode(batch)
             for key, value in (("text_tokens", text.tokens), ("text_mask", text.mask), ("text_pooled", text.pooled),
                                ("image_tokens", image.tokens), ("image_pooled", image.pooled),
                                ("labels", batch["labels"])):
@@ -227,9 +241,9 @@ def table(results: dict[str, list[dict]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", nargs="+", default=["easy", "hard"], choices=["easy", "hard"])
+    parser.add_argument("--variants", nargs="+", default=["easy", "binding"], choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=150, help="training steps per method and seed")
+    parser.add_argument("--steps", type=int, default=600, help="training steps per method and seed")
     parser.add_argument("--dim", type=int, default=64, help="internal width of every fusion method")
     parser.add_argument("--methods", nargs="+", default=None, help="default: every registered method")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "fusion_zoo")
@@ -262,8 +276,10 @@ def main(argv: list[str] | None = None) -> None:
                 f"--seeds {' '.join(map(str, args.seeds))} --steps {args.steps} --dim {args.dim}` "
                 f"({args.threads} torch thread per process). {args.steps} steps x batch {BATCH} per run, fusion width "
                 f"{args.dim}; mean ± std over the seeds in the `seeds` column; {len(feats['test']['labels'])} test "
-                f"examples (chance 50%).\nShared towers (trained with `product` fusion on the easy variant): easy test "
-                f"accuracy {100 * tower['accuracy']:.1f}% in their own run; tower forward at evaluation "
+                f"examples (chance 50%).\nFrozen towers `{feats['towers']}` (trained with `product` fusion on this "
+                "variant"
+                + ("" if variant == "easy" else ", starting from the easy towers") + "): test accuracy "
+                f"{100 * tower['accuracy']:.1f}% in their own run; tower forward at evaluation "
                 f"{feats['tower_eval_samples_per_s']:,.0f} samples/s (add it to a method's evaluation cost for "
                 "end-to-end speed).\n\n" + table(results))
         if not args.no_doc:

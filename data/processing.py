@@ -44,10 +44,18 @@ class ExampleProcessor:
     ``{"index", "skipped": {reason, file, line, detail}}``.
     """
 
-    def __init__(self, image_transform: Callable | None = None, on_error: str = "raise", load_images: bool = True):
+    def __init__(self, image_transform: Callable | None = None, on_error: str = "raise", load_images: bool = True,
+                 cache: str | None = None):
+        """``cache``: None; ``"pixels"`` keeps each transformed image tensor by dataset index (for a deterministic
+        transform); ``"decoded"`` keeps each decoded RGB image and transforms it on every read (for augmentation).
+        Each DataLoader worker process fills its own cache."""
+        if cache not in (None, "pixels", "decoded"):
+            raise ValueError(f"cache must be None, 'pixels' or 'decoded', got {cache!r}")
         self.image_transform = image_transform
         self.on_error = check_on_error(on_error)
         self.load_images = load_images  # False for a model without a vision tower: never decode images
+        self.cache = cache
+        self._cached: dict[int, Any] = {}
 
     def load_image(self, record: dict[str, Any]) -> Image.Image:
         source = record["image"]
@@ -63,13 +71,20 @@ class ExampleProcessor:
     def __call__(self, record: dict[str, Any], index: int) -> dict[str, Any]:
         pixels = None
         if record["image"] is not None and self.load_images:
-            try:
-                image = self.load_image(record)
-            except DataError as e:
-                if self.on_error == "raise":
-                    raise
-                return {"index": index, "skipped": e.as_skip()}
-            pixels = self.image_transform(image) if self.image_transform is not None else image
+            if self.cache == "pixels" and index in self._cached:
+                pixels = self._cached[index]
+            else:
+                image = self._cached.get(index) if self.cache == "decoded" else None
+                if image is None:
+                    try:
+                        image = self.load_image(record)
+                    except DataError as e:
+                        if self.on_error == "raise":
+                            raise
+                        return {"index": index, "skipped": e.as_skip()}
+                pixels = self.image_transform(image) if self.image_transform is not None else image
+                if self.cache:
+                    self._cached[index] = pixels if self.cache == "pixels" else image
         return {"index": index, "text": record["text"], "pixel_values": pixels, "label": record["label"],
                 "lang": record["lang"]}  # fmt: skip
 

@@ -11,6 +11,17 @@ statement has the same distribution for true and false examples, so only reading
   square"); the relation word is whichever makes it true/false, and mirror symmetry of the layouts makes the
   statement distribution label-free. The other half count a shape ("there are two triangles"); false counts
   come from a measure-preserving shift of the true count's distribution, so they are distributed like true ones.
+* ``binding``: two objects (5 colours x 4 shapes, the two differ in colour and in shape) in two cells of a 2x2
+  grid; the statement names a colour+shape as in ``easy``. True: one of the two objects. False, half the time: a
+  *conjunction lure*, the colour of one object with the shape of the other, so every word of the statement is in
+  the picture; otherwise one of the 16 combinations that are neither drawn nor a lure. A model that sees only which
+  colours and which shapes occur (a "bag of features") cannot tell a true statement from a lure and tops out near
+  75%; getting past that needs colour and shape bound to the same place (Treisman & Gelade, 1980,
+  feature-integration theory).
+* ``relation``: two objects of different colours (4 colours x 3 shapes) in distinct rows and columns of a 3x3 grid;
+  the statement relates them ("the red circle is left of the blue square"), built as in ``hard``. The colours
+  alone identify the objects, so the task is *where* they are: a model that averages the image into one vector
+  before fusing loses positions, one that fuses per image location keeps them.
 
 Objects keep a 7% margin from the border, so timm's centre crop (crop_pct 0.875) never cuts them.
 """
@@ -36,7 +47,8 @@ from .tokenizer import train_wordpiece_tokenizer
 
 SPLITS = ("train", "val", "test")
 LABEL_NAMES = ["false", "true"]
-DIFFICULTIES = {"easy": (COLOURS[:5], SHAPES[:4]), "hard": (COLOURS[:4], SHAPES[:3])}
+DIFFICULTIES = {"easy": (COLOURS[:5], SHAPES[:4]), "hard": (COLOURS[:4], SHAPES[:3]),
+                "binding": (COLOURS[:5], SHAPES[:4]), "relation": (COLOURS[:4], SHAPES[:3])}
 RGB = {"red": (225, 35, 35), "green": (30, 185, 60), "blue": (45, 90, 245), "yellow": (245, 220, 30),
        "white": (245, 245, 245)}  # fmt: skip
 MARGIN = 0.07
@@ -67,12 +79,12 @@ def _count_distribution(n_colours: int, n_shapes: int) -> np.ndarray:
     return dist
 
 
-def _sample_hard(rng: np.random.Generator, label: int) -> tuple[list, tuple]:
+def _sample_hard(rng: np.random.Generator, label: int, relation_only: bool = False) -> tuple[list, tuple]:
     colours, shapes = DIFFICULTIES["hard"]
-    n = int(rng.integers(2, 4))
+    n = 2 if relation_only else int(rng.integers(2, 4))
     while True:
         picks = [(colours[rng.integers(len(colours))], shapes[rng.integers(len(shapes))]) for _ in range(n)]
-        if len(set(picks)) == n:
+        if len({p[0] if relation_only else p for p in picks}) == n:  # relation: colours alone tell objects apart
             break
     cols, rows = rng.permutation(3)[:n], rng.permutation(3)[:n]
     cell = (1 - 2 * MARGIN) / 3
@@ -81,7 +93,7 @@ def _sample_hard(rng: np.random.Generator, label: int) -> tuple[list, tuple]:
         size = cell * rng.uniform(0.75, 0.95)
         jx, jy = rng.uniform(-1, 1, size=2) * (cell - size) / 2
         objects.append((colour, shape, MARGIN + (col + 0.5) * cell + jx, MARGIN + (row + 0.5) * cell + jy, size))
-    if rng.random() < 0.5:  # relation between an ordered pair of objects
+    if relation_only or rng.random() < 0.5:  # relation between an ordered pair of objects
         i, j = rng.permutation(n)[:2]
         if rng.random() < 0.5:
             true_rel, false_rel = ("left", "right") if cols[i] < cols[j] else ("right", "left")
@@ -98,6 +110,29 @@ def _sample_hard(rng: np.random.Generator, label: int) -> tuple[list, tuple]:
     return objects, ("count", shape, count)
 
 
+def _sample_binding(rng: np.random.Generator, label: int) -> tuple[list, tuple]:
+    colours, shapes = DIFFICULTIES["binding"]
+    c = rng.permutation(len(colours))[:2]
+    s = rng.permutation(len(shapes))[:2]
+    picks = [(colours[c[0]], shapes[s[0]]), (colours[c[1]], shapes[s[1]])]
+    cell = (1 - 2 * MARGIN) / 2
+    objects = []
+    for (colour, shape), k in zip(picks, rng.permutation(4)[:2]):
+        size = cell * rng.uniform(0.7, 0.9)
+        jx, jy = rng.uniform(-1, 1, size=2) * (cell - size) / 2
+        objects.append((colour, shape, MARGIN + (k % 2 + 0.5) * cell + jx, MARGIN + (k // 2 + 0.5) * cell + jy, size))
+    i = int(rng.integers(2))
+    if label:
+        said = picks[i]
+    elif rng.random() < 0.5:  # the lure: both words are in the picture, on different objects
+        said = (picks[i][0], picks[1 - i][1])
+    else:
+        lures = [(picks[0][0], picks[1][1]), (picks[1][0], picks[0][1])]
+        others = [p for p in itertools.product(colours, shapes) if p not in picks + lures]
+        said = others[rng.integers(len(others))]
+    return objects, ("present", *said)
+
+
 def sample_examples(n: int, difficulty: str = "easy", seed: int = 0) -> list[dict]:
     """Draw ``n`` example layouts ``{"objects": [(colour, shape, cx, cy, size)], "statement", "label"}`` (no pixels).
 
@@ -107,7 +142,8 @@ def sample_examples(n: int, difficulty: str = "easy", seed: int = 0) -> list[dic
 
 
 def _sample_split(rng: np.random.Generator, n: int, difficulty: str) -> list[dict]:
-    sample = _sample_easy if difficulty == "easy" else _sample_hard
+    sample = {"easy": _sample_easy, "hard": _sample_hard, "binding": _sample_binding,
+              "relation": lambda rng, label: _sample_hard(rng, label, relation_only=True)}[difficulty]
     labels = rng.permutation(np.arange(n) % 2)
     out = []
     for y in labels:

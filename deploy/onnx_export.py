@@ -27,13 +27,6 @@ from .registry import register_export
 ONNX_NAME = "model.onnx"
 INPUTS = ("input_ids", "attention_mask", "pixel_values", "text_present", "image_present")
 DEFAULT_OPSET = 17
-# Fusion methods whose graph does not export or does not match PyTorch in ONNX Runtime (tests/test_deploy_onnx.py
-# keeps this list honest: every other registered method must export and agree within ATOL).
-UNSUPPORTED_FUSIONS: dict[str, str] = {
-    "film": "the tracer cannot unpack the (gamma, beta) pair it splits from one tensor (an onnx::Gather it fails on)",
-    "single_stream": "nn.TransformerEncoder's attention freezes the traced sequence length into its reshapes, so the "
-                     "graph fails on any other text length",
-}
 MIN_OPSET, MAX_OPSET = 7, 20  # what the TorchScript exporter writes; attention itself needs 14 or more
 ATOL = 1e-4  # max |logit difference| between ONNX Runtime and PyTorch eager on real batches, float32
 
@@ -82,9 +75,6 @@ def example_inputs(model: MultimodalModel, batch: int = 2, length: int = 8) -> t
 def export_onnx(model: MultimodalModel, path: str | Path, opset: int = DEFAULT_OPSET) -> list[str]:
     """Write ``model`` as an ONNX graph; returns the names of the graph's inputs."""
     name = model.model_cfg["fusion"]["name"]
-    if name in UNSUPPORTED_FUSIONS:
-        raise UnsupportedExportError(f"fusion method {name!r} cannot be exported to ONNX: {UNSUPPORTED_FUSIONS[name]}"
-                                     "; deploy it as int8 or pruned PyTorch instead (export.py --kind int8)")
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise UnsupportedExportError(
             f"ONNX opset {opset} is outside what the exporter writes ({MIN_OPSET}-{MAX_OPSET}); use --opset "
@@ -101,7 +91,8 @@ def export_onnx(model: MultimodalModel, path: str | Path, opset: int = DEFAULT_O
     except (torch.onnx.errors.OnnxExporterError, torch.onnx.errors.UnsupportedOperatorError, ValueError) as err:
         raise UnsupportedExportError(
             f"fusion method {name!r} cannot be exported at ONNX opset {opset}: {str(err).splitlines()[0]} "
-            f"(opsets {MIN_OPSET}-{MAX_OPSET} are possible; the default is {DEFAULT_OPSET})") from err
+            f"(opsets {MIN_OPSET}-{MAX_OPSET} are possible; the default is {DEFAULT_OPSET}; a model that does not "
+            "export at any opset can still be deployed as int8 or pruned PyTorch: export.py --kind int8)") from err
     finally:
         model.eval()  # the exporter restores the wrapper's train flag, which would put the model in train mode
     import onnx

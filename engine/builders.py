@@ -85,8 +85,14 @@ def build_loader(cfg: DictConfig, dataset, tokenizer, image_data_config: dict | 
         if image_data_config and dataset.has_image else None
     use_images = dataset.has_image and image_data_config is not None
     use_text = dataset.has_text and tokenizer is not None
-    processor = ExampleProcessor(transform, cfg.data.on_error, load_images=use_images)
     streamed = hasattr(dataset, "process")  # sharded input (data/webdataset.py): processed as it streams by
+    cache = None
+    if cfg.data.cache_images and use_images:
+        if streamed:
+            raise ValueError("data.cache_images=true needs a dataset with stable indices; streamed shards "
+                             f"(data.name={cfg.data.name}) have none: set data.cache_images=false")
+        cache = "decoded" if train and cfg.data.augment else "pixels"  # random augmentation must rerun each read
+    processor = ExampleProcessor(transform, cfg.data.on_error, load_images=use_images, cache=cache)
     processed = dataset.process(processor) if streamed else ProcessedDataset(dataset, processor)
     collator = Collator(tokenizer if use_text else None, cfg.data.max_text_length, len(dataset.label_names),
                         dataset.multi_label, languages, has_text=use_text, has_image=use_images,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor, nn
 
 from .base import FusionModule, ModalityFeatures
@@ -40,7 +39,9 @@ class FiLMFusion(FusionModule):
     def fuse(self, text: ModalityFeatures, image: ModalityFeatures) -> Tensor:
         x = self.image_proj(image.tokens, image.mask)
         for film, conv in zip(self.film, self.convs):
-            delta_gamma, beta = rearrange(film(text.pooled), "b (two d) -> two b 1 d", two=2)
-            h = F.layer_norm(conv(x), x.shape[-1:])  # affine-free norm: FiLM supplies scale and shift
+            delta_gamma, beta = film(text.pooled)[:, None].chunk(2, dim=-1)  # (B, 1, dim) each
+            # Affine-free norm: FiLM supplies scale and shift. The shape is a constant, not x.shape[-1:], which an
+            # ONNX trace would turn into a Gather on a traced shape that the exporter rejects.
+            h = F.layer_norm(conv(x), (conv.out_features,))
             x = x + self.drop(F.relu((1 + delta_gamma) * h + beta))
         return self.norm(masked_mean(x, image.mask))

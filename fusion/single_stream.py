@@ -7,7 +7,7 @@ from einops import repeat
 from torch import Tensor, nn
 
 from .base import FusionModule, ModalityFeatures
-from .layers import TokenProjection, cat_tokens
+from .layers import Block, TokenProjection, cat_tokens
 from .registry import register_fusion
 
 
@@ -16,8 +16,8 @@ class SingleStreamFusion(FusionModule):
     """A learned CLS token, text tokens and image tokens in one sequence, encoded by a transformer; output the CLS.
 
     Tokens are projected to ``dim`` and tagged with a learned modality-type embedding; the sequence
-    ``[CLS; text (B, N_t, dim); image (B, N_i, dim)]`` goes through ``layers`` pre-norm ``nn.TransformerEncoder``
-    layers with a key padding mask. Output: the final CLS state ``(B, dim)``.
+    ``[CLS; text (B, N_t, dim); image (B, N_i, dim)]`` goes through ``layers`` pre-norm transformer blocks
+    (``fusion.layers.Block``) with a key padding mask. Output: the final CLS state ``(B, dim)``.
 
     References: Li et al., 2019, "VisualBERT: A Simple and Performant Baseline for Vision and Language"; Kiela et al.,
     2019, "Supervised Multimodal Bitransformers for Classifying Images and Text" (MMBT); Kim, Son and Kim, 2021,
@@ -43,10 +43,10 @@ class SingleStreamFusion(FusionModule):
         self.image_proj = TokenProjection(image_dim, dim)
         self.type_embed = nn.Parameter(torch.randn(2, dim) * 0.02)
         self.cls = nn.Parameter(torch.randn(dim) * 0.02)
-        layer = nn.TransformerEncoderLayer(
-            dim, heads, 2 * dim, dropout, activation="gelu", batch_first=True, norm_first=True
-        )
-        self.encoder = nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(dim), enable_nested_tensor=False)
+        # Our own pre-norm blocks rather than nn.TransformerEncoder, whose fused attention path bakes the traced
+        # sequence length into its reshapes, which made the ONNX graph fail on any other text length.
+        self.blocks = nn.ModuleList(Block(dim, heads, dropout) for _ in range(layers))
+        self.norm = nn.LayerNorm(dim)
 
     def fuse(self, text: ModalityFeatures, image: ModalityFeatures) -> Tensor:
         t = self.text_proj(text.tokens, text.mask) + self.type_embed[0]
@@ -55,4 +55,6 @@ class SingleStreamFusion(FusionModule):
         cls = repeat(self.cls, "d -> b 1 d", b=tokens.shape[0])
         tokens = torch.cat([cls, tokens], dim=1)
         mask = torch.cat([mask.new_ones(mask.shape[0], 1), mask], dim=1)
-        return self.encoder(tokens, src_key_padding_mask=~mask)[:, 0]
+        for block in self.blocks:
+            tokens = block(tokens, mask)
+        return self.norm(tokens[:, 0])

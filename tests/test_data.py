@@ -97,7 +97,7 @@ def test_splits_are_parallel_and_balanced(shapes_root):
 def _holds(objects: list, statement: tuple) -> bool:
     kind = statement[0]
     if kind == "present":
-        return (objects[0][0], objects[0][1]) == statement[1:]
+        return statement[1:] in [(o[0], o[1]) for o in objects]
     if kind == "count":
         return sum(o[1] == statement[1] for o in objects) == statement[2]
     pos = {(o[0], o[1]): (o[2], o[3]) for o in objects}
@@ -113,7 +113,7 @@ def _majority_accuracy(train: list, test: list, key) -> float:
     return float(np.mean(hits))
 
 
-@pytest.mark.parametrize("difficulty", ["easy", "hard"])
+@pytest.mark.parametrize("difficulty", ["easy", "hard", "binding", "relation"])
 def test_no_single_modality_predicts_the_label(difficulty):
     train, test = sample_examples(20000, difficulty, seed=0), sample_examples(20000, difficulty, seed=1)
     assert all(_holds(ex["objects"], ex["statement"]) == bool(ex["label"]) for ex in train)
@@ -135,6 +135,32 @@ def test_no_single_modality_predicts_the_label(difficulty):
     if difficulty == "hard":
         kinds = Counter(ex["statement"][0] for ex in train)
         assert kinds["relation"] > 8000 and kinds["count"] > 8000
+
+
+def test_relation_variant_needs_positions_not_identities():
+    """Two objects told apart by colour; knowing which objects are drawn (but not where) is worth nothing."""
+    train, test = sample_examples(20000, "relation", seed=0), sample_examples(20000, "relation", seed=1)
+    assert all(len(ex["objects"]) == 2 and ex["objects"][0][0] != ex["objects"][1][0] for ex in train)
+    assert all(ex["statement"][0] == "relation" for ex in train)
+
+    def identities_and_statement(ex):
+        return tuple(sorted((o[0], o[1]) for o in ex["objects"])), ex["statement"]
+
+    assert abs(_majority_accuracy(train, test, identities_and_statement) - 0.5) < 0.03
+
+
+def test_binding_variant_defeats_a_bag_of_features():
+    """Knowing only which colours and which shapes are drawn (not which go together) caps accuracy near 75%."""
+    train, test = sample_examples(20000, "binding", seed=0), sample_examples(20000, "binding", seed=1)
+
+    def bag(ex):
+        colours, shapes = {o[0] for o in ex["objects"]}, {o[1] for o in ex["objects"]}
+        return ex["statement"][1] in colours, ex["statement"][2] in shapes
+
+    assert all(len(ex["objects"]) == 2 for ex in train)
+    assert 0.72 < _majority_accuracy(train, test, bag) < 0.78
+    lures = [ex for ex in train if ex["label"] == 0 and bag(ex) == (True, True)]
+    assert abs(len(lures) / 5000 - 1) < 0.05  # half of the 10000 false statements
 
 
 def test_tokenizer_loads_and_knows_cyrillic(shapes_root):

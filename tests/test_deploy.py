@@ -30,7 +30,8 @@ def test_every_export_kind_evaluates_like_the_float_model(tiny_run, tmp_path, ba
     model = load_for_inference(out)
     float_model = MultimodalModel.from_pretrained(tiny_run).eval()
     # int8 and 10% pruning move logits a little; ONNX Runtime only by float rounding.
-    assert max_logit_difference(model, float_model, batches) < {"onnx": 1e-4, "int8": 0.1, "pruned": 0.5}[kind]
+    assert max_logit_difference(model, float_model, batches) < {"onnx": 1e-4, "int8": 0.1, "onnx-int8": 0.1,
+                                                                  "pruned": 0.5}[kind]
     results = evaluate.main([str(out), "--out", str(tmp_path / "eval.json")])
     assert results["val"]["overall"]["n"] == 80 and set(results["val"]["ablation"]) == {"no_text", "no_image"}
     if kind == "onnx":  # same predictions => same metrics as the run's own evaluation
@@ -38,6 +39,25 @@ def test_every_export_kind_evaluates_like_the_float_model(tiny_run, tmp_path, ba
         assert results["val"]["overall"]["accuracy"] == pytest.approx(trained["val"]["overall"]["accuracy"])
         assert results["val"]["ablation"]["no_text"]["auroc"] == pytest.approx(
             trained["val"]["ablation"]["no_text"]["auroc"], abs=1e-4)
+
+
+def test_onnx_int8_graph_has_integer_weight_matmuls_and_records_its_agreement(tiny_run, tmp_path, batches):
+    import onnx
+
+    manifest = export.main([str(tiny_run), "--kind", "onnx-int8", "--out", str(tmp_path / "q")])
+    details = manifest["details"]
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "q" / "model.onnx")).graph.node]
+    assert details["integer_matmul_nodes"] == ops.count("MatMulInteger") + ops.count("DynamicQuantizeMatMul") > 10
+    assert "DynamicQuantizeLinear" in ops  # activations are quantized at run time
+    assert not (tmp_path / "q" / "model.float.onnx").exists()
+    float_onnx = tmp_path / "f"
+    export.main([str(tiny_run), "--kind", "onnx", "--out", str(float_onnx), "--parity-batches", "0"])
+    assert (tmp_path / "q" / "model.onnx").stat().st_size < (float_onnx / "model.onnx").stat().st_size
+    parity = details["parity"]
+    assert "ok" not in parity and 0 < parity["max_abs_logit_diff"] < 0.1 and parity["prediction_agreement"] >= 0.9
+    assert parity["max_abs_logit_diff"] == pytest.approx(
+        max_logit_difference(load_for_inference(tmp_path / "q"), MultimodalModel.from_pretrained(tiny_run).eval(),
+                             real_batches(tiny_run, 2)))
 
 
 def test_int8_quantizes_the_chosen_parts_and_round_trips_exactly(tiny_run, tmp_path, batches):
