@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
-from benchmarks._doc import machine_line, markdown_table, write_section  # noqa: E402
+from benchmarks._doc import machine_line, markdown_table, mean_std, write_section  # noqa: E402
 from engine.builders import build_dataset, build_loader, build_tokenizer  # noqa: E402
 from engine.config import load_config  # noqa: E402
 from engine.metrics import classification_metrics  # noqa: E402
@@ -221,17 +221,14 @@ def cached_run(name: str, seed: int, variant: str, steps: int, dim: int, out: Pa
 
 
 # ------------------------------------------------------------------ the table
-def pm(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
-    arr = np.asarray(values) * scale
-    return f"{arr.mean():.{digits}f} ± {arr.std(ddof=1) if len(arr) > 1 else 0.0:.{digits}f}"
+COLUMNS = (("full", "accuracy"), ("full", "macro_f1"), ("no_image", "accuracy"), ("no_text", "accuracy"))
 
 
 def table(results: dict[str, list[dict]]) -> str:
     rows = []
     for name, runs in sorted(results.items(), key=lambda kv: -np.mean([r["full"]["accuracy"] for r in kv[1]])):
         rows.append([f"`{name}`" + (" (baseline)" if name in BASELINES else ""), len(runs),
-                     pm([r["full"]["accuracy"] for r in runs]), pm([r["full"]["macro_f1"] for r in runs]),
-                     pm([r["no_image"]["accuracy"] for r in runs]), pm([r["no_text"]["accuracy"] for r in runs]),
+                     *(mean_std([r[key][metric] for r in runs]) for key, metric in COLUMNS),
                      f"{runs[0]['params']:,}", f"{np.mean([r['train_samples_per_s'] for r in runs]):,.0f}",
                      f"{np.mean([r['eval_samples_per_s'] for r in runs]):,.0f}"])
     header = ["method", "seeds", "accuracy %", "macro-F1 %", "acc. image missing %", "acc. text missing %",

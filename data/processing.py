@@ -71,20 +71,22 @@ class ExampleProcessor:
     def __call__(self, record: dict[str, Any], index: int) -> dict[str, Any]:
         pixels = None
         if record["image"] is not None and self.load_images:
-            if self.cache == "pixels" and index in self._cached:
-                pixels = self._cached[index]
-            else:
-                image = self._cached.get(index) if self.cache == "decoded" else None
-                if image is None:
-                    try:
-                        image = self.load_image(record)
-                    except DataError as e:
-                        if self.on_error == "raise":
-                            raise
-                        return {"index": index, "skipped": e.as_skip()}
-                pixels = self.image_transform(image) if self.image_transform is not None else image
-                if self.cache:
-                    self._cached[index] = pixels if self.cache == "pixels" else image
+            cached = self._cached.get(index)  # transformed pixels or the decoded image, per self.cache
+            if self.cache == "pixels" and cached is not None:
+                return self._example(record, index, cached)
+            try:
+                image = cached if cached is not None else self.load_image(record)
+            except DataError as e:
+                if self.on_error == "raise":
+                    raise
+                return {"index": index, "skipped": e.as_skip()}
+            pixels = self.image_transform(image) if self.image_transform is not None else image
+            if self.cache:
+                self._cached[index] = pixels if self.cache == "pixels" else image
+        return self._example(record, index, pixels)
+
+    @staticmethod
+    def _example(record: dict[str, Any], index: int, pixels: Any) -> dict[str, Any]:
         return {"index": index, "text": record["text"], "pixel_values": pixels, "label": record["label"],
                 "lang": record["lang"]}  # fmt: skip
 

@@ -31,16 +31,16 @@ def real_batches(run_dir: str | Path, n: int, batch_size: int | None = None) -> 
 
 
 @torch.no_grad()
+def paired_logits(a: torch.nn.Module, b: torch.nn.Module, batches: list[dict[str, Tensor]]) -> tuple[Tensor, Tensor]:
+    """Logits ``(N, C)`` of ``a`` and of ``b`` over all ``batches``, the modality flags as given."""
+    pairs = [(a(batch)["logits"], b(batch)["logits"]) for batch in batches]
+    return torch.cat([x for x, _ in pairs]), torch.cat([y for _, y in pairs])
+
+
 def max_logit_difference(a: torch.nn.Module, b: torch.nn.Module, batches: list[dict[str, Tensor]]) -> float:
-    """Largest ``|logits_a - logits_b|`` over ``batches``, the modality flags as given."""
-    return max(float((a(batch)["logits"] - b(batch)["logits"]).abs().max()) for batch in batches)
-
-
-@torch.no_grad()
-def prediction_agreement(a: torch.nn.Module, b: torch.nn.Module, batches: list[dict[str, Tensor]]) -> float:
-    """Fraction of examples on which ``a`` and ``b`` predict the same class (argmax of the logits)."""
-    same = [(a(batch)["logits"].argmax(-1) == b(batch)["logits"].argmax(-1)) for batch in batches]
-    return float(torch.cat(same).float().mean())
+    """Largest ``|logits_a - logits_b|`` over ``batches``."""
+    x, y = paired_logits(a, b, batches)
+    return float((x - y).abs().max())
 
 
 def onnx_parity(run_dir: str | Path, export_dir: str | Path, n_batches: int = 2,
@@ -50,9 +50,10 @@ def onnx_parity(run_dir: str | Path, export_dir: str | Path, n_batches: int = 2,
     to match float logits to a tolerance: their cost is measured as accuracy)."""
     batches = real_batches(run_dir, n_batches)
     exported, reference = load_for_inference(export_dir), MultimodalModel.from_pretrained(run_dir).eval()
-    diff = max_logit_difference(exported, reference, batches)
-    out = {"max_abs_logit_diff": diff, "prediction_agreement": prediction_agreement(exported, reference, batches),
-           "batches": len(batches), "examples": sum(int(b["labels"].shape[0]) for b in batches)}
+    x, y = paired_logits(exported, reference, batches)
+    diff = float((x - y).abs().max())
+    out = {"max_abs_logit_diff": diff, "prediction_agreement": float((x.argmax(-1) == y.argmax(-1)).float().mean()),
+           "batches": len(batches), "examples": len(x)}
     if atol is not None:
         out.update(atol=atol, ok=diff <= atol)
     return out

