@@ -102,6 +102,8 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=989.0,
                         help="the GPU's peak dense bf16 TFLOP/s (H100 SXM: 989; H200: 989; A100: 312)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    parser.add_argument("--compile-batch-sizes", type=int, nargs="+", default=None,
+                        help="batch sizes for the torch.compile rows (default: --batch-sizes); each compiles anew")
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes, works on CPU, writes no docs")
     args = parser.parse_args()
     if not torch.cuda.is_available() and not args.dry_run:
@@ -112,7 +114,7 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = True
     rows = []
     for compile_ in ([False] if args.no_compile or args.dry_run else [False, True]):
-        for bs in args.batch_sizes:
+        for bs in (args.compile_batch_sizes or args.batch_sizes) if compile_ else args.batch_sizes:
             torch.manual_seed(0)
             model, seq, img, vocab = build(args.dry_run, device)
             model.train()
@@ -139,8 +141,7 @@ def main() -> None:
         "bert-base (12x768, seq 128) + vit_base_patch16_224, cross-attention fusion (dim 768), bf16 autocast, "
         f"fused AdamW, synthetic batches; {args.steps} timed steps after {args.warmup} warm-up steps. MFU = FLOPs of "
         f"a step (torch.utils.flop_counter, forward + backward) / step time / {args.peak_tflops:g} TFLOP/s. "
-        f"Command: `python benchmarks/gpu_throughput.py --batch-sizes {' '.join(map(str, args.batch_sizes))} "
-        f"--peak-tflops {args.peak_tflops:g}`.",
+        f"Command: `python benchmarks/gpu_throughput.py {' '.join(sys.argv[1:])}`.",
         "",
         table,
         "",

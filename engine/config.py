@@ -236,6 +236,11 @@ def load_config(experiment: str | Path | None = None, overrides: list[str] | Non
             raise ConfigError(f"override {item!r} could not be parsed: {err}") from None
     for layer, source in layers:
         cfg = _merge(cfg, layer, source)
+        # Merging a mapping keeps the keys it does not name, so `model.vision.kwargs={}` would change nothing;
+        # an explicit empty mapping on the command line clears it (e.g. switching the quickstart's ViT to resnet18).
+        key, _, value = source.removeprefix("override '").removesuffix("'").partition("=")
+        if source.startswith("override ") and value.strip() == "{}":
+            OmegaConf.update(cfg, key.strip(), {}, merge=False)
     _check_choices(cfg)
     OmegaConf.set_readonly(cfg, True)
     return cfg

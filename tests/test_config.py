@@ -55,3 +55,11 @@ def test_config_is_readonly_and_roundtrips():
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
 def test_every_experiment_config_loads(path):
     load_config(path)
+
+
+def test_empty_mapping_override_clears_it():
+    # merged, the quickstart's ViT kwargs would reach resnet18 and fail there
+    cfg = load_config("configs/experiments/quickstart.yaml", ["model.vision.name=resnet18", "model.vision.kwargs={}"])
+    assert dict(cfg.model.vision.kwargs) == {}
+    cfg = load_config("configs/experiments/quickstart.yaml", ["model.vision.kwargs={depth: 5}"])
+    assert cfg.model.vision.kwargs.depth == 5 and cfg.model.vision.kwargs.embed_dim == 64  # non-empty still merges
