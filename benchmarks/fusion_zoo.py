@@ -30,7 +30,6 @@ import json
 import os
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -148,9 +147,9 @@ def take(split: dict, idx: Tensor, drop: tuple[str, ...] = ()) -> tuple[Modality
                              split["image_pooled"][idx], present)
     # What model(batch, drop=...) does: the dropped modality is marked absent for every sample.
     if "text" in drop:
-        text = replace(text, present=~present)
+        text = text._replace(present=~present)
     if "image" in drop:
-        image = replace(image, present=~present)
+        image = image._replace(present=~present)
     return text, image
 
 

@@ -3,7 +3,8 @@
 Each row is the same job (`configs/experiments/quickstart.yaml`, bf16, 6 epochs, seed 0) started a different way:
 plain `python train.py`, and `accelerate launch` with the DeepSpeed ZeRO-2, ZeRO-3 and FSDP configs of
 `configs/accelerate/` (as many processes as GPUs; 1 on a one-GPU machine); then a ResNet-18 image tower without
-and with `train.compile`, `model.vision.channels_last` and gradient checkpointing of both towers. For each: exit
+and with `train.compile`, `model.vision.channels_last` and gradient checkpointing of both towers (compile turns
+channels_last off: pytorch/pytorch#171622). For each: exit
 status, wall time (process start to exit, data generation in the first row), median training samples/s, peak GPU
 memory and validation / test accuracy, so a launcher that trains wrongly shows up as a different accuracy.
 
@@ -49,7 +50,7 @@ def rows_to_run(gpus: int) -> dict[str, tuple[list[str], list[str]]]:
         "accelerate launch, FSDP2": (
             LAUNCH + ["--config_file", "configs/accelerate/fsdp.yaml", *procs, "train.py"], []),
         "python train.py, resnet18 tower": ([sys.executable, "train.py"], RESNET),
-        "python train.py, resnet18 tower, compile + channels_last + grad. checkpointing":
+        "python train.py, resnet18 tower, compile + grad. checkpointing (+ channels_last, turned off by compile)":
             ([sys.executable, "train.py"], RESNET + SWITCHES),
     }
 
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/gpu_launchers", help="run folders and one log per row")
     parser.add_argument("--timeout", type=int, default=300, help="seconds allowed per row")
+    parser.add_argument("--epochs", type=int, default=6, help="train.epochs of every row")
     parser.add_argument("--dry-run", action="store_true", help="CPU, 3 steps, plain and switches rows, no docs")
     args = parser.parse_args(argv)
     gpus = torch.cuda.device_count()
@@ -87,10 +89,11 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     common = [f"run.output_dir={out}", "run.overwrite=true",
-              "run.progress_bar=false", "train.mixed_precision=bf16", "data.num_workers=4"]
+              "run.progress_bar=false", f"train.epochs={args.epochs}", "train.mixed_precision=bf16",
+              "data.num_workers=4"]
     plan = rows_to_run(gpus)
     if args.dry_run:
-        common[-2:] = ["train.max_steps=3", "data.num_workers=0"]
+        common[-1:] = ["data.num_workers=0", "train.max_steps=3"]
         plan = {k: v for k, v in plan.items() if "accelerate" not in k}
     table = []
     for i, (name, (cmd, extra)) in enumerate(plan.items()):
@@ -114,10 +117,11 @@ def main(argv: list[str] | None = None) -> None:
     text = "\n".join([
         "## Launchers checked on a GPU (`benchmarks/gpu_launchers.py`)",
         "",
-        f"The quickstart (bf16, 6 epochs, seed 0, `data.num_workers=4`) on {max(gpus, 1)} GPU(s), one row per "
-        "launcher; `--num_processes` is the number of GPUs. Wall time is process start to exit (the first row also "
-        "generates the data); samples/s is the median over logging intervals after the first; memory is "
-        "`gpu/max_memory_gb` from the run's log. Command: `python benchmarks/gpu_launchers.py`.",
+        f"The quickstart (bf16, {args.epochs} epochs, seed 0, `data.num_workers=4`) on {max(gpus, 1)} GPU(s), one "
+        "row per launcher; `--num_processes` is the number of GPUs. Wall time is process start to exit (the first "
+        "row also generates the data); samples/s is the median over logging intervals after the first; memory is "
+        "`gpu/max_memory_gb` from the run's log. Command: "
+        f"`python benchmarks/gpu_launchers.py {' '.join(argv if argv is not None else sys.argv[1:])}`.",
         "",
         markdown_table(["launch", "status", "wall s", "samples/s", "peak GiB", "val acc", "test acc"], table),
         "",

@@ -122,6 +122,8 @@ def main() -> None:
                 r = measure(model, make_batch(bs, seq, img, vocab, device), compile_, args.steps, args.warmup, device)
             except torch.OutOfMemoryError:
                 rows.append([bs, "yes" if compile_ else "no", "out of memory", "-", "-", "-"])
+                if not args.dry_run:
+                    write_doc(args, rows)
                 continue
             finally:
                 del model
@@ -131,10 +133,17 @@ def main() -> None:
             rows.append([bs, "yes" if compile_ else "no", f"{bs / r['seconds']:.1f}", f"{r['seconds'] * 1e3:.1f}",
                          f"{mfu:.1f}%", f"{r['memory_gib']:.1f}"])
             print(rows[-1], flush=True)
-    table = markdown_table(["batch", "torch.compile", "samples/s", "step ms", "MFU", "peak memory GiB"], rows)
+            if not args.dry_run:
+                write_doc(args, rows)
     if args.dry_run:
-        print(table)
-        return
+        print(markdown_table(HEADER, rows))
+
+
+HEADER = ["batch", "torch.compile", "samples/s", "step ms", "MFU", "peak memory GiB"]
+
+
+def write_doc(args: argparse.Namespace, rows: list[list[object]]) -> None:
+    """Rewrite the docs section with the rows so far (a run cut short still leaves what it measured)."""
     text = "\n".join([
         "## GPU throughput at real sizes (`benchmarks/gpu_throughput.py`)",
         "",
@@ -143,13 +152,13 @@ def main() -> None:
         f"a step (torch.utils.flop_counter, forward + backward) / step time / {args.peak_tflops:g} TFLOP/s. "
         f"Command: `python benchmarks/gpu_throughput.py {' '.join(sys.argv[1:])}`.",
         "",
-        table,
+        markdown_table(HEADER, rows),
         "",
         machine_line(),
     ])
     path = write_section("performance.md", "gpu_throughput", text, title="Performance")
     print(text)
-    print(f"written to {path}")
+    print(f"written to {path}", flush=True)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ are left out of the graph. Exported with the TorchScript exporter (``dynamo=Fals
 from __future__ import annotations
 
 import warnings
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,7 @@ def _fill_missing(feats: ModalityFeatures, missing: Tensor) -> ModalityFeatures:
     first[:, 0] = True
     # Boolean logic rather than where(): ONNX Runtime has no Where kernel for bool tensors.
     mask = (feats.mask.bool() & keep) | (first & ~keep)
-    return replace(feats, tokens=tokens, mask=mask, pooled=pooled)
+    return feats._replace(tokens=tokens, mask=mask, pooled=pooled)
 
 
 class _Graph(nn.Module):

@@ -84,8 +84,28 @@ class Trainer:
             self.eval_set = build_dataset(cfg, cfg.data.eval_split, cfg.data.eval_languages) \
                 if cfg.data.eval_split else None
         self.tokenizer = build_tokenizer(cfg, cfg.train.init_from and resolve_model_dir(cfg.train.init_from))
-        self.model = self._build_model()
+        if ds_plugin is not None and ds_plugin.zero_stage == 3:
+            # With ZeRO-3 announced, transformers builds the text tower alone under deepspeed.zero.Init (partitioned,
+            # already bf16) while timm builds the rest as usual: ZeRO-3 then refuses a model of two dtypes. Built
+            # whole (on the CPU), DeepSpeed casts and partitions all of it in prepare().
+            from transformers.integrations import unset_hf_deepspeed_config
+
+            unset_hf_deepspeed_config()
+            try:
+                self.model = self._build_model()
+            finally:
+                ds_plugin.set_deepspeed_weakref()
+        else:
+            self.model = self._build_model()
         if cfg.train.compile:  # in place, so state-dict keys and unwrap_model stay as without compile
+            vision = self.model.vision
+            if vision is not None and vision.channels_last:
+                # Inductor's convolution_backward meta kernel predicts NCHW weight gradients where CUDA returns
+                # channels-last ones, and the compiled step fails (pytorch/pytorch#171622; seen with torch 2.11
+                # on an H100). Inductor picks convolution layouts itself, so the switch is not needed there.
+                acc.print("warning: model.vision.channels_last is turned off under train.compile "
+                          "(pytorch/pytorch#171622); torch.compile chooses the convolution memory format itself")
+                vision.set_channels_last(False)
             self.model.compile()
         self.task = create_task(cfg.train.task, **to_dict(cfg.train.task_params))
         extra = self.task.setup(self.model)
@@ -104,6 +124,11 @@ class Trainer:
         # Accelerate steps a prepared scheduler once per process for each optimizer step.
         self.scheduler = build_scheduler(self.optimizer, cfg.optim.schedule, self.total_steps * acc.num_processes,
                                          cfg.optim.warmup_ratio)
+        if ds_plugin is not None and ds_plugin.zero_stage == 3:
+            from deepspeed.runtime.zero import register_external_parameter
+
+            for module, param in self.model.external_parameters():
+                register_external_parameter(module, param)
         prepared = acc.prepare(self.model, self.optimizer, self.train_loader, self.scheduler,
                                *([self.eval_loader] if self.eval_loader else []), *([extra] if extra else []))
         self.model, self.optimizer, self.train_loader, self.scheduler = prepared[:4]
@@ -152,13 +177,9 @@ class Trainer:
         if acc.is_main_process:
             def write(tmp: Path) -> None:
                 unwrapped = self.unwrapped
-                unwrapped.save_pretrained(tmp, self.tokenizer)
+                unwrapped.save_pretrained(tmp, self.tokenizer, state_dict=state)
                 if self.extra is not None:  # the task's own trainable module (e.g. alignment projections)
                     save_task_state(self.accelerator.unwrap_model(self.extra), tmp)
-                if state is not None:  # weights as gathered, in case the module holds shards
-                    from safetensors.torch import save_file
-                    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()},
-                              str(tmp / "model.safetensors"), metadata={"format": "pt"})
             atomic_dir(directory, write)
         acc.wait_for_everyone()
 

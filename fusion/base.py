@@ -12,15 +12,15 @@ So every method gets a defined output, and the absent modality's input cannot in
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 
-@dataclass
-class ModalityFeatures:
-    """Features of one modality for a batch.
+class ModalityFeatures(NamedTuple):
+    """Features of one modality for a batch (a named tuple: DeepSpeed ZeRO-3 finds the tensors in module inputs and
+    outputs only in tuples, lists and dicts, and must, to gather parameters again for the backward pass).
 
     Attributes:
         tokens: ``(B, N, D)`` token features (text tokens, ViT patches or a CNN's flattened spatial map).
@@ -96,16 +96,15 @@ def fill_missing(feats: ModalityFeatures, missing: Tensor) -> ModalityFeatures:
         Features where absent samples carry only ``missing``: tokens ``(B, N, D)`` all equal to it, mask ``(B, N)``
         True at position 0 only, pooled ``(B, D)`` equal to it. Present samples are untouched.
     """
-    present = feats.present.bool()
-    if bool(present.all()):
-        return feats
-    keep = present[:, None]
+    # No early return when every sample is present: testing that would sync the GPU and break torch.compile's
+    # graph on every forward; torch.where then selects the features unchanged.
+    keep = feats.present.bool()[:, None]
     pooled = torch.where(keep, feats.pooled, missing.to(feats.pooled.dtype).expand_as(feats.pooled))
     tokens = torch.where(keep[:, :, None], feats.tokens, missing.to(feats.tokens.dtype).expand_as(feats.tokens))
     first = torch.zeros_like(feats.mask, dtype=torch.bool)
     first[:, 0] = True
     mask = torch.where(keep, feats.mask.bool(), first)
-    return replace(feats, tokens=tokens, mask=mask, pooled=pooled)
+    return feats._replace(tokens=tokens, mask=mask, pooled=pooled)
 
 
 def masked_mean(tokens: Tensor, mask: Tensor) -> Tensor:

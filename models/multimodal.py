@@ -117,8 +117,8 @@ class MultimodalModel(nn.Module):
         p_text, p_image = self.modality_dropout.get("text", 0.0), self.modality_dropout.get("image", 0.0)
         drop_text = torch.rand(b, device=text.present.device) < p_text
         drop_image = (torch.rand(b, device=text.present.device) < p_image) & ~drop_text
-        text.present = text.present & ~(drop_text & image.present)
-        image.present = image.present & ~(drop_image & text.present)
+        text = text._replace(present=text.present & ~(drop_text & image.present))
+        image = image._replace(present=image.present & ~(drop_image & text.present))
         return text, image
 
     def forward(self, batch: dict[str, Tensor], drop: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -132,6 +132,10 @@ class MultimodalModel(nn.Module):
         fused = self.fusion(text, image)
         return {"logits": self.head(fused), "features": fused, "text": text, "image": image}
 
+    def external_parameters(self) -> list[tuple[nn.Module, nn.Parameter]]:
+        """(module, parameter) pairs where a module uses a parameter it does not own (for DeepSpeed ZeRO-3)."""
+        return [(self.vision, p) for p in self.vision.external_parameters()] if self.vision is not None else []
+
     # ---------------------------------------------------------------- persistence
     def config_dict(self) -> dict[str, Any]:
         return {
@@ -143,11 +147,16 @@ class MultimodalModel(nn.Module):
             "image_data_config": _jsonable(self.image_data_config),
         }
 
-    def save_pretrained(self, directory: str | Path, tokenizer: Any = None) -> Path:
-        """Write ``model.safetensors``, ``crossfuse.json``, the text tower's HF config and the tokenizer."""
+    def save_pretrained(self, directory: str | Path, tokenizer: Any = None,
+                        state_dict: dict[str, Tensor] | None = None) -> Path:
+        """Write ``model.safetensors``, ``crossfuse.json``, the text tower's HF config and the tokenizer.
+
+        ``state_dict``: the full weights when this module holds shards (ZeRO-3, FSDP), as gathered by
+        ``Accelerator.get_state_dict``; by default the module's own.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous() for k, v in (state_dict or self.state_dict()).items()}
         save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
         if self.text is not None:
             self.text.save_config(directory / "text_config")

@@ -70,9 +70,8 @@ class VisionEncoder(nn.Module):
             self.load_checkpoint(checkpoint)
         self.dim = self.model.num_features
         self.num_prefix_tokens = getattr(self.model, "num_prefix_tokens", 0)
-        self.channels_last = channels_last
-        if channels_last:
-            self.model.to(memory_format=torch.channels_last)
+        self.channels_last = False
+        self.set_channels_last(channels_last)
         if gradient_checkpointing:
             self.model.set_grad_checkpointing(True)
         if freeze:
@@ -87,6 +86,17 @@ class VisionEncoder(nn.Module):
             data_config["std"] = tuple(std)
         self.data_config = data_config
 
+    def set_channels_last(self, enabled: bool) -> None:
+        """Keep the weights and the input images in NHWC (``enabled``) or the default NCHW memory format."""
+        self.channels_last = enabled
+        self.model.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
+
+    def external_parameters(self) -> list[nn.Parameter]:
+        """The timm model's own parameters (a ViT's ``pos_embed``, ``cls_token``): :meth:`forward` reaches them
+        through ``forward_features`` / ``forward_head``, never the model's ``__call__``, so DeepSpeed ZeRO-3, which
+        gathers a module's parameters when that module is called, must be told this module uses them."""
+        return list(self.model.parameters(recurse=False))
+
     def load_checkpoint(self, path: str | Path) -> None:
         state = load_weights_file(path)
         result = self.model.load_state_dict(state, strict=False)
@@ -100,6 +110,9 @@ class VisionEncoder(nn.Module):
 
     def forward(self, pixel_values: Tensor, present: Tensor | None = None) -> ModalityFeatures:
         """``(B, 3, H, W)`` -> tokens ``(B, N, D)``, mask ``(B, N)`` (all True), pooled ``(B, D)``."""
+        # Under autocast the weights stay float32 and this is a no-op; DeepSpeed's bf16/fp16 modes cast the weights
+        # themselves and leave inputs alone, so the images must follow.
+        pixel_values = pixel_values.to(next(self.model.parameters()).dtype)
         if self.channels_last:
             pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         feats = self.model.forward_features(pixel_values)
