@@ -241,6 +241,8 @@ def load_config(experiment: str | Path | None = None, overrides: list[str] | Non
         key, _, value = source.removeprefix("override '").removesuffix("'").partition("=")
         if source.startswith("override ") and value.strip() == "{}":
             OmegaConf.update(cfg, key.strip(), {}, merge=False)
+    if cfg.train.mixed_precision in ("False", "false"):  # YAML reads a bare `no` as a boolean
+        cfg.train.mixed_precision = "no"
     _check_choices(cfg)
     OmegaConf.set_readonly(cfg, True)
     return cfg

@@ -63,3 +63,10 @@ def test_empty_mapping_override_clears_it():
     assert dict(cfg.model.vision.kwargs) == {}
     cfg = load_config("configs/experiments/quickstart.yaml", ["model.vision.kwargs={depth: 5}"])
     assert cfg.model.vision.kwargs.depth == 5 and cfg.model.vision.kwargs.embed_dim == 64  # non-empty still merges
+
+
+def test_mixed_precision_no_is_not_a_boolean(tmp_path):
+    assert load_config(None, ["train.mixed_precision=no"]).train.mixed_precision == "no"
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("train:\n  mixed_precision: no\n")
+    assert load_config(exp).train.mixed_precision == "no"

@@ -100,6 +100,24 @@ def test_sharded_launch_configs_train_save_and_resume(tmp_path, launch_config):
     assert logged == [1, 2, 3, 4]  # continued at step 3; a fresh start would have logged steps 1 and 2 again
 
 
+@pytest.mark.parametrize("launch_config", ["deepspeed_zero2", "deepspeed_zero3", "fsdp"])
+def test_sharded_launch_takes_the_same_steps_as_plain_training(tmp_path, launch_config):
+    """In fp32, one process under ZeRO-2, ZeRO-3 or FSDP2 ends with the weights of plain training (within 1e-5):
+    the sharding wrappers, DeepSpeed's own optimizer step and clipping, and the gathered save change nothing."""
+    if launch_config.startswith("deepspeed"):
+        pytest.importorskip("deepspeed")
+    fp32 = {**DETERMINISTIC, "train.mixed_precision": "no"}  # `no` also overrides fsdp.yaml's bf16
+    train.main(tiny_overrides(tmp_path, "plain", **fp32))
+    _run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+          f"configs/accelerate/{launch_config}.yaml", "--num_processes", "1", "--main_process_port",
+          str(_free_port()), "train.py", *tiny_overrides(tmp_path, "sharded", **fp32)])
+    plain = load_file(str(tmp_path / "plain" / "model" / "model.safetensors"))
+    sharded = load_file(str(tmp_path / "sharded" / "model" / "model.safetensors"))
+    assert plain.keys() == sharded.keys()
+    for key in plain:
+        torch.testing.assert_close(sharded[key], plain[key], atol=1e-5, rtol=1e-4, msg=key)
+
+
 def test_precision_checkpointing_channels_last_build_and_step(tmp_path):
     """bf16 autocast, gradient checkpointing in both towers and a channels-last CNN tower, trained two steps."""
     AcceleratorState._reset_state()  # Accelerate keeps one process-wide state; earlier tests fixed precision "no"
