@@ -16,10 +16,17 @@ Protocol (frozen towers, so 20 methods x 3 seeds fit a 2-core CPU):
 Frozen towers make every method start from the same features, and cap every method at what those features hold;
 ``benchmarks/fusion_zoo_end_to_end.py`` trains each method with its own towers instead.
 
+``--towers attributes`` swaps stage 1 for towers that know colours and shapes but were never trained to fuse: a
+text tower trained to name the colour+shape combination a statement mentions (20 classes) and a ResNet-10t image
+tower with output stride 8 (a 4x4 map of local features at 32 px) trained to name the colour and the shape of the
+single object in easy images (multi-label, 5 + 4 classes), both on the easy variant's English data. On ``binding``
+this makes the question the fusion method's alone: whether it binds a colour to a shape at the same place.
+
 Every stage is cached under ``--out`` (the tower runs, ``features_<variant>.pt``, ``results/<variant>/<method>_s<seed>
 .json``), so a rerun after a crash only does what is missing. ``--fresh`` redoes the method runs.
 
-Usage: ``OMP_NUM_THREADS=1 python benchmarks/fusion_zoo.py [--variants easy binding] [--seeds 0 1 2] [--steps 600]``
+Usage: ``OMP_NUM_THREADS=1 python benchmarks/fusion_zoo.py [--variants easy binding] [--seeds 0 1 2] [--steps 600]
+[--towers product|attributes]``
 (``--table-only`` rewrites ``docs/fusion_zoo.md`` from cached results). Results table: ``docs/fusion_zoo.md``.
 """
 
@@ -98,16 +105,84 @@ def train_towers(out: Path, variant: str) -> Path:
     return run
 
 
-def extract_features(variant: str, out: Path) -> dict:
-    """Run the frozen towers over train and test once; cached as ``features_<variant>.pt``."""
-    path = out / f"features_{variant}.pt"
+CNN_TOWER = ["model.vision.name=resnet10t", "model.vision.kwargs={}", "model.vision.kwargs={output_stride: 8}"]
+
+
+def write_attribute_data(out: Path) -> tuple[Path, Path]:
+    """From the easy variant's English rows: statements labelled with the combination they name (all rows), and
+    the images of true rows labelled with their object's colour and shape (multi-label)."""
+    from data.shapes_text import COLOURS, SHAPES
+
+    colours, shapes = COLOURS[:5], SHAPES[:4]
+    combos = [f"{c} {s}" for c in colours for s in shapes]
+    source = ROOT / "data_cache" / "shapes8k"
+    text_dir, image_dir = out / "attribute_text", out / "attribute_image"
+    for folder, names in ((text_dir, combos), (image_dir, colours + shapes)):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "labels.json").write_text(json.dumps(list(names)))
+    for split in ("train", "val"):
+        texts, images = [], []
+        for row in map(json.loads, (source / f"{split}.jsonl").read_text().splitlines()):
+            if row["lang"] != "en":
+                continue
+            colour, shape = row["text"].split()[-2:]  # "there is a red circle"
+            label = combos.index(f"{colour} {shape}")
+            texts.append({"id": row["id"], "img": None, "text": row["text"], "label": label})
+            if row["label"] == 1:  # a true statement describes the image's one object
+                images.append({"id": row["id"], "img": str(source / row["img"]), "text": None,
+                               "label": [colours.index(colour), len(colours) + shapes.index(shape)]})
+        for folder, rows in ((text_dir, texts), (image_dir, images)):
+            (folder / f"{split}.jsonl").write_text("".join(json.dumps({**r, "lang": "en"}) + "\n" for r in rows))
+    return text_dir, image_dir
+
+
+def train_attribute_towers(out: Path) -> Path:
+    """Towers that know the attributes but never fused: see ``--towers attributes`` above. Returns a run-like folder
+    (``model/``, ``config.yaml``, ``metrics.json``) holding the two towers in one model."""
+    run = out / "towers_attributes"
+    if (run / "model" / "model.safetensors").is_file():
+        return run
+    import train
+    from engine.builders import build_model
+    from engine.config import save_config
+
+    easy = train_towers(out, "easy")  # the easy data, and the text architecture and tokenizer to reuse
+    text_dir, image_dir = write_attribute_data(out)
+    common = [f"run.output_dir={out}", "run.overwrite=true", "run.progress_bar=false", "data.name=jsonl",
+              "data.test_split=null", "train.batch_size=64", "train.max_steps=300", "model.fusion.dim=64",
+              "eval.modality_ablation=false"]
+    print(f"training the attribute towers -> {run}", flush=True)
+    text = train.main(common + ["run.name=attribute_text", f"data.root={text_dir}", "model.fusion.name=text_only",
+                                "model.text.pooling=mean", f"model.text.tokenizer={easy / 'model' / 'tokenizer'}"])
+    image = train.main(common + ["run.name=attribute_image", f"data.root={image_dir}", "data.image_size=32",
+                                 "model.fusion.name=image_only", *CNN_TOWER])
+    cfg = load_config(easy / "config.yaml", CNN_TOWER)
+    tokenizer = build_tokenizer(cfg, easy / "model")
+    model = build_model(cfg, 2, ["false", "true"], False, tokenizer)
+    own = model.state_dict()
+    for name, prefix in (("attribute_text", "text."), ("attribute_image", "vision.")):
+        trained = MultimodalModel.from_pretrained(out / name).state_dict()
+        own.update({k: v for k, v in trained.items() if k.startswith(prefix)})
+    model.load_state_dict(own)
+    model.save_pretrained(run / "model", tokenizer)
+    save_config(cfg, run / "config.yaml")
+    accuracy = {"text (20 combinations)": text["results"]["val"]["overall"]["accuracy"],
+                "image (colour + shape, multi-label)": image["results"]["val"]["overall"]["accuracy"]}
+    (run / "metrics.json").write_text(json.dumps({"attribute_accuracy": accuracy}, indent=1))
+    return run
+
+
+def extract_features(variant: str, out: Path, towers: str = "product") -> dict:
+    """Run the frozen towers over train and test once; cached as ``features_<variant>[_attributes].pt``."""
+    path = out / f"features_{variant}{'' if towers == 'product' else '_' + towers}.pt"
     if path.is_file():
         return torch.load(path)
-    run = train_towers(out, variant)
+    run = train_towers(out, variant) if towers == "product" else train_attribute_towers(out)
     cfg = load_config(run / "config.yaml", VARIANTS[variant])
     model = MultimodalModel.from_pretrained(run).eval()
     tokenizer = build_tokenizer(cfg, run / "model")
-    feats: dict = {"tower_metrics": json.loads((run / "metrics.json").read_text())["results"]["test"]["overall"],
+    metrics = json.loads((run / "metrics.json").read_text())
+    feats: dict = {"tower_metrics": metrics["results"]["test"]["overall"] if "results" in metrics else metrics,
                    "towers": run.name}
     for split in ("train", "test"):
         dataset = build_dataset(cfg, getattr(cfg.data, f"{split}_split"), cfg.data.languages)
@@ -244,6 +319,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", nargs="+", default=None, help="default: every registered method")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "fusion_zoo")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--towers", choices=("product", "attributes"), default="product",
+                        help="frozen towers: trained with product fusion per variant, or the attribute towers")
     parser.add_argument("--fresh", action="store_true", help="rerun the method runs even if cached")
     parser.add_argument("--table-only", action="store_true",
                         help="train nothing: write the table from the cached results of the given seeds")
@@ -258,28 +335,35 @@ def main(argv: list[str] | None = None) -> None:
     # Cheap methods first, so an interrupted run has most of the table; token-attention methods cost 10-20x more.
     methods = sorted(methods, key=lambda m: m in SLOW)
     for variant in args.variants:
-        feats = extract_features(variant, args.out)
+        feats = extract_features(variant, args.out, args.towers)
+        key = variant if args.towers == "product" else f"{variant}_{args.towers}"  # results and docs section
         if args.table_only:
-            found = {m: [load_result(result_path(args.out, variant, m, s), args.steps, args.dim) for s in args.seeds]
+            found = {m: [load_result(result_path(args.out, key, m, s), args.steps, args.dim) for s in args.seeds]
                      for m in methods}
             results = {m: [r for r in runs if r is not None] for m, runs in found.items()}
             results = {m: runs for m, runs in results.items() if runs}
         else:
-            results = {m: [cached_run(m, s, variant, args.steps, args.dim, args.out, feats, args.fresh)
+            results = {m: [cached_run(m, s, key, args.steps, args.dim, args.out, feats, args.fresh)
                            for s in args.seeds] for m in methods}
         tower = feats["tower_metrics"]
+        if args.towers == "product":
+            towers_text = (f"Frozen towers `{feats['towers']}` (trained with `product` fusion on this variant"
+                           + ("" if variant == "easy" else ", starting from the easy towers") + "): test accuracy "
+                           f"{100 * tower['accuracy']:.1f}% in their own run")
+        else:
+            towers_text = ("Frozen attribute towers `towers_attributes` (never trained to fuse; validation accuracy "
+                           "of their own runs: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in
+                                                             tower["attribute_accuracy"].items()) + ")")
+        towers_arg = "" if args.towers == "product" else f" --towers {args.towers}"
         text = (f"{machine_line()}\n\nCommand: `OMP_NUM_THREADS=1 python benchmarks/fusion_zoo.py --variants {variant} "
-                f"--seeds {' '.join(map(str, args.seeds))} --steps {args.steps} --dim {args.dim}` "
+                f"--seeds {' '.join(map(str, args.seeds))} --steps {args.steps} --dim {args.dim}{towers_arg}` "
                 f"({args.threads} torch thread per process). {args.steps} steps x batch {BATCH} per run, fusion width "
                 f"{args.dim}; mean ± std over the seeds in the `seeds` column; {len(feats['test']['labels'])} test "
-                f"examples (chance 50%).\nFrozen towers `{feats['towers']}` (trained with `product` fusion on this "
-                "variant"
-                + ("" if variant == "easy" else ", starting from the easy towers") + "): test accuracy "
-                f"{100 * tower['accuracy']:.1f}% in their own run; tower forward at evaluation "
+                f"examples (chance 50%).\n{towers_text}; tower forward at evaluation "
                 f"{feats['tower_eval_samples_per_s']:,.0f} samples/s (add it to a method's evaluation cost for "
                 "end-to-end speed).\n\n" + table(results))
         if not args.no_doc:
-            write_section("fusion_zoo.md", f"zoo_{variant}", text, title="The fusion zoo")
+            write_section("fusion_zoo.md", f"zoo_{key}", text, title="The fusion zoo")
         print(text, flush=True)
 
 

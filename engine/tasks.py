@@ -81,8 +81,10 @@ class ClassificationTask(Task):
 
 
 def classification_loss(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0,
-                        pos_weight: list[float] | None = None) -> Tensor:
+                        pos_weight: list[float] | None = None, reduction: str = "mean") -> Tensor:
+    """Cross-entropy (labels ``(B,)``) or BCE-with-logits (multi-hot ``(B, C)``); ``reduction="none"``: ``(B,)``."""
     if labels.ndim == 2:
         weight = logits.new_tensor(pos_weight) if pos_weight is not None else None
-        return F.binary_cross_entropy_with_logits(logits.float(), labels.float(), pos_weight=weight)
-    return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), pos_weight=weight, reduction="none")
+        return loss.mean() if reduction == "mean" else loss.mean(-1)
+    return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing, reduction=reduction)

@@ -11,7 +11,7 @@ from torch import nn
 
 import train
 from models import MultimodalModel
-from transfer.distill import DistillTask, check_same_inputs
+from transfer.distill import DistillTask, check_same_inputs, labelled_rows
 from transfer.losses import attention_kd, feature_kd, logit_kd
 
 
@@ -111,3 +111,36 @@ def test_teacher_with_other_preprocessing_is_a_clear_error(tiny_run):
 def test_distill_task_needs_a_teacher():
     with pytest.raises(ValueError, match="train.task_params.teacher"):
         DistillTask()
+
+
+class _Fixed(nn.Module):
+    """A stand-in model whose outputs are fixed logits (teacher or student)."""
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.logits = nn.Parameter(logits)
+
+    def forward(self, batch):
+        return {"logits": self.logits, "features": self.logits}
+
+
+def test_labelled_fraction_uses_only_the_labelled_rows_labels():
+    """Below 1, cross-entropy averages over a fixed subset of rows; the other rows' labels change nothing, while
+    distillation still covers every row."""
+    torch.manual_seed(0)
+    index, labels = torch.arange(100, 140), torch.randint(0, 3, (40,))
+    keep = labelled_rows(index, 0.3)
+    assert 0.15 < keep.float().mean() < 0.45 and torch.equal(keep, labelled_rows(index, 0.3))  # fixed subset
+    task = DistillTask(teacher="unused", alpha=0.5, temperature=2.0, labelled_fraction=0.3)
+    task.teacher = _Fixed(torch.randn(40, 3))
+    student = _Fixed(torch.randn(40, 3))
+    out = task(student, {"index": index, "labels": labels})
+    torch.testing.assert_close(out["ce"], F.cross_entropy(student.logits[keep], labels[keep]).detach())
+    torch.testing.assert_close(out["kd"], logit_kd(student.logits, task.teacher.logits, 2.0).detach())
+    relabelled = labels.clone()
+    relabelled[~keep] = (relabelled[~keep] + 1) % 3
+    torch.testing.assert_close(task(student, {"index": index, "labels": relabelled})["loss"], out["loss"])
+    relabelled[keep] = (relabelled[keep] + 1) % 3
+    assert not torch.allclose(task(student, {"index": index, "labels": relabelled})["loss"], out["loss"])
+    with pytest.raises(ValueError, match="labelled_fraction"):
+        DistillTask(teacher="unused", labelled_fraction=0.0)

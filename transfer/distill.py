@@ -78,6 +78,15 @@ class _TeacherTask(Task):
         raise NotImplementedError
 
 
+def labelled_rows(index: Tensor, fraction: float) -> Tensor:
+    """``(B,)`` bool: whether each dataset row (by its ``index``) belongs to the labelled ``fraction`` of the rows.
+
+    A multiplicative hash of the row index (Knuth's 2654435761) spread over [0, 1): a fixed subset that needs no
+    state, the same in every epoch, process and resumed run.
+    """
+    return (index.long() * 2654435761) % 2**32 < int(fraction * 2**32)
+
+
 @register_task("distill")
 class DistillTask(_TeacherTask):
     """Knowledge distillation from a trained model with the same outputs (any architecture or fusion).
@@ -92,14 +101,22 @@ class DistillTask(_TeacherTask):
         feature_weight: weight of feature (fused representation) matching; a linear projection is learned when
             the widths differ.
         cache: keep the teacher's outputs per dataset row (no augmentation only).
+        labelled_fraction: the share of training rows whose labels the student may use (a fixed pseudo-random
+            subset of dataset rows, the same in every epoch and process): the cross-entropy term averages over those
+            rows only, the distillation terms over every row. Below 1 the other rows are an unlabelled transfer set,
+            the setting where a teacher adds what labels cannot; ``alpha: 0`` with the same fraction is the student
+            trained on the labelled rows alone.
     """
 
     def __init__(self, teacher: str = "", temperature: float = 2.0, alpha: float = 0.5, feature_weight: float = 0.0,
-                 cache: bool = False):
+                 cache: bool = False, labelled_fraction: float = 1.0):
         super().__init__(teacher, cache)
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"distill: alpha must be in [0, 1], got {alpha}")
+        if not 0.0 < labelled_fraction <= 1.0:
+            raise ValueError(f"distill: labelled_fraction must be in (0, 1], got {labelled_fraction}")
         self.temperature, self.alpha, self.feature_weight = temperature, alpha, feature_weight
+        self.labelled_fraction = labelled_fraction
         self.projection: nn.Module | None = None
 
     def setup(self, model: nn.Module) -> nn.Module | None:
@@ -126,7 +143,12 @@ class DistillTask(_TeacherTask):
         target = self.teacher_outputs(batch)
         n = out["logits"].shape[-1]
         multi = batch["labels"].ndim == 2
-        ce = classification_loss(out["logits"], batch["labels"])
+        if self.labelled_fraction < 1.0:
+            keep = labelled_rows(batch["index"], self.labelled_fraction).float()
+            per_row = classification_loss(out["logits"], batch["labels"], reduction="none")
+            ce = (per_row * keep).sum() / keep.sum().clamp_min(1)
+        else:
+            ce = classification_loss(out["logits"], batch["labels"])
         kd = logit_kd(out["logits"], target[:, :n], self.temperature, multi_label=multi)
         loss = (1 - self.alpha) * ce + self.alpha * kd
         result = {"ce": ce.detach(), "kd": kd.detach()}
