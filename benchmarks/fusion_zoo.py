@@ -116,7 +116,7 @@ def write_attribute_data(out: Path) -> tuple[Path, Path]:
     colours, shapes = COLOURS[:5], SHAPES[:4]
     combos = [f"{c} {s}" for c in colours for s in shapes]
     source = ROOT / "data_cache" / "shapes8k"
-    text_dir, image_dir = out / "attribute_text", out / "attribute_image"
+    text_dir, image_dir = out / "attribute_data" / "text", out / "attribute_data" / "image"
     for folder, names in ((text_dir, combos), (image_dir, colours + shapes)):
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "labels.json").write_text(json.dumps(list(names)))
@@ -147,7 +147,7 @@ def train_attribute_towers(out: Path) -> Path:
     from engine.config import save_config
 
     easy = train_towers(out, "easy")  # the easy data, and the text architecture and tokenizer to reuse
-    text_dir, image_dir = write_attribute_data(out)
+    text_dir, image_dir = write_attribute_data(out)  # the two runs go to out/attribute_text, out/attribute_image
     common = [f"run.output_dir={out}", "run.overwrite=true", "run.progress_bar=false", "data.name=jsonl",
               "data.test_split=null", "train.batch_size=64", "train.max_steps=300", "model.fusion.dim=64",
               "eval.modality_ablation=false"]

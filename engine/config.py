@@ -219,6 +219,7 @@ def load_config(experiment: str | Path | None = None, overrides: list[str] | Non
     """
     cfg = OmegaConf.structured(Config)
     layers: list[tuple[Any, str]] = []
+    cleared: dict[str, int] = {}  # `key={}` overrides: key -> index of their layer
     if DEFAULTS.exists():
         layers.append((OmegaConf.load(DEFAULTS), str(DEFAULTS)))
     if experiment is not None:
@@ -234,13 +235,15 @@ def load_config(experiment: str | Path | None = None, overrides: list[str] | Non
             layers.append((OmegaConf.from_dotlist([item]), f"override {item!r}"))
         except OmegaConfBaseException as err:
             raise ConfigError(f"override {item!r} could not be parsed: {err}") from None
-    for layer, source in layers:
+        key, _, value = item.partition("=")
+        if value.strip() == "{}":
+            cleared[key.strip()] = len(layers) - 1
+    for i, (layer, source) in enumerate(layers):
         cfg = _merge(cfg, layer, source)
         # Merging a mapping keeps the keys it does not name, so `model.vision.kwargs={}` would change nothing;
         # an explicit empty mapping on the command line clears it (e.g. switching the quickstart's ViT to resnet18).
-        key, _, value = source.removeprefix("override '").removesuffix("'").partition("=")
-        if source.startswith("override ") and value.strip() == "{}":
-            OmegaConf.update(cfg, key.strip(), {}, merge=False)
+        for key in [k for k, at in cleared.items() if at == i]:
+            OmegaConf.update(cfg, key, {}, merge=False)
     if cfg.train.mixed_precision in ("False", "false"):  # YAML reads a bare `no` as a boolean
         cfg.train.mixed_precision = "no"
     _check_choices(cfg)

@@ -15,6 +15,7 @@ from conftest import tiny_overrides
 from safetensors.torch import load_file
 
 import train
+from models import MultimodalModel
 
 ROOT = Path(__file__).resolve().parent.parent
 # Dropout off and an image-only model: with dropout, each process draws its own masks, so two processes could
@@ -64,13 +65,15 @@ def test_sharded_launch_configs_train_save_and_resume(tmp_path, launch_config):
     """`accelerate launch --config_file configs/accelerate/<config>.yaml` exactly as the docs say, in bf16, as one
     CPU process (Accelerate has no multi-process DeepSpeed path on CPU; several GPUs: docs/distributed.md).
 
-    Each config once failed only on a GPU machine: Accelerate refused a `mixed_precision` key next to a DeepSpeed
-    config file, ZeRO-3 met a model of two dtypes and the ViT's own parameters left partitioned, FSDP2's sharded
-    weights could not be written. Asserted: the checkpoint is written and resumed, every weight is saved whole
-    (the shapes of an unsharded model) and the saved model loads.
+    Each of these launches failed on a GPU machine before the fixes it exercises (an earlier test covered ZeRO-2
+    alone, with Accelerate's environment set by hand): Accelerate refused a `mixed_precision` key next to a
+    DeepSpeed config file, ZeRO-3 met a model of two dtypes and left the ViT's own parameters partitioned, FSDP2's
+    sharded weights could not be written. Asserted: the checkpoint is written and resumed, every weight is saved
+    whole (the shapes of an unsharded model) and the saved model loads.
     """
     if launch_config.startswith("deepspeed"):
         pytest.importorskip("deepspeed")
+
     def overrides(steps: int) -> list[str]:
         return tiny_overrides(tmp_path, "run", **{"train.max_steps": steps, "train.save_every": 2,
                                                   "train.mixed_precision": "bf16", "eval.modality_ablation": "false",
@@ -86,8 +89,6 @@ def test_sharded_launch_configs_train_save_and_resume(tmp_path, launch_config):
     if launch_config.startswith("deepspeed"):
         assert (checkpoint / "pytorch_model").is_dir()  # DeepSpeed's own (ZeRO) checkpoint layout
     assert json.loads((run / "metrics.json").read_text())["results"]["val"]["overall"]["n"] == 80
-    from models import MultimodalModel
-
     saved = load_file(str(run / "model" / "model.safetensors"))
     reference = MultimodalModel.from_pretrained(run / "model").state_dict()
     assert {k: tuple(v.shape) for k, v in saved.items()} == {k: tuple(v.shape) for k, v in reference.items()}
