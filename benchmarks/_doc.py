@@ -6,6 +6,7 @@ and rewrites only that, so rerunning one script never erases another's figures.
 
 from __future__ import annotations
 
+import json
 import platform
 import re
 import statistics
@@ -59,3 +60,12 @@ def mean_std(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
     if len(values) == 1:
         return f"{scale * values[0]:.{digits}f}"
     return f"{scale * statistics.mean(values):.{digits}f} ± {scale * statistics.stdev(values):.{digits}f}"
+
+
+def logged(run_dir: Path, key: str, skip_first: bool = False) -> list[float]:
+    """Every value of ``key`` in a run's ``log.jsonl`` (``skip_first``: drop the first, which holds warm-up and
+    compilation for ``train/samples_per_s``); empty when the run wrote no log."""
+    log = Path(run_dir) / "log.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
+    values = [r[key] for r in rows if key in r]
+    return values[1:] if skip_first else values

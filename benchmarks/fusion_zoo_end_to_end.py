@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
-from benchmarks._doc import machine_line, markdown_table, mean_std, write_section  # noqa: E402
+from benchmarks._doc import logged, machine_line, markdown_table, mean_std, write_section  # noqa: E402
 from fusion import list_fusions  # noqa: E402
 
 BASELINES = ("text_only", "image_only")
@@ -54,8 +54,7 @@ def run_one(method: str, seed: int, steps: int, dim: int, out: Path, fresh: bool
                 f"train.max_steps={steps}", "eval.modality_ablation=true", f"run.log_every={max(1, steps // 10)}"])
     wall = time.perf_counter() - t0
     test = json.loads((run / "metrics.json").read_text())["results"]["test"]
-    logs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    speeds = [r["train/samples_per_s"] for r in logs if "train/samples_per_s" in r][1:]  # first includes warm-up
+    speeds = logged(run, "train/samples_per_s", skip_first=True)
     model = MultimodalModel.from_pretrained(run)
     result = {"method": method, "seed": seed, "steps": steps, "dim": dim, "wall_s": wall,
               "accuracy": test["overall"]["accuracy"], "macro_f1": test["overall"]["macro_f1"],

@@ -30,7 +30,7 @@ os.environ.setdefault("WANDB_MODE", "offline")
 
 import torch  # noqa: E402
 
-from benchmarks._doc import machine_line, markdown_table, write_section  # noqa: E402
+from benchmarks._doc import logged, machine_line, markdown_table, write_section  # noqa: E402
 
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch"]
 RESNET = ["model.vision.name=resnet18", "model.vision.kwargs={}"]
@@ -58,15 +58,11 @@ def rows_to_run(gpus: int) -> dict[str, tuple[list[str], list[str]]]:
 def summarise(run_dir: Path) -> dict[str, str]:
     """Median samples/s (first logged interval dropped: warm-up, compilation), peak memory, val/test accuracy."""
     out = {"samples/s": "-", "memory": "-", "val": "-", "test": "-"}
-    log = run_dir / "log.jsonl"
-    if log.exists():
-        rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-        speeds = [r["train/samples_per_s"] for r in rows if "train/samples_per_s" in r][1:]
-        memory = [r["gpu/max_memory_gb"] for r in rows if "gpu/max_memory_gb" in r]
-        if speeds:
-            out["samples/s"] = f"{statistics.median(speeds):.0f}"
-        if memory:
-            out["memory"] = f"{max(memory):.2f}"
+    speeds, memory = logged(run_dir, "train/samples_per_s", skip_first=True), logged(run_dir, "gpu/max_memory_gb")
+    if speeds:
+        out["samples/s"] = f"{statistics.median(speeds):.0f}"
+    if memory:
+        out["memory"] = f"{max(memory):.2f}"
     metrics = run_dir / "metrics.json"
     if metrics.exists():
         results = json.loads(metrics.read_text())["results"]

@@ -84,7 +84,8 @@ class Trainer:
             self.eval_set = build_dataset(cfg, cfg.data.eval_split, cfg.data.eval_languages) \
                 if cfg.data.eval_split else None
         self.tokenizer = build_tokenizer(cfg, cfg.train.init_from and resolve_model_dir(cfg.train.init_from))
-        if ds_plugin is not None and ds_plugin.zero_stage == 3:
+        zero3 = ds_plugin is not None and ds_plugin.zero_stage == 3
+        if zero3:
             # With ZeRO-3 announced, transformers builds the text tower alone under deepspeed.zero.Init (partitioned,
             # already bf16) while timm builds the rest as usual: ZeRO-3 then refuses a model of two dtypes. Built
             # whole (on the CPU), DeepSpeed casts and partitions all of it in prepare().
@@ -124,7 +125,7 @@ class Trainer:
         # Accelerate steps a prepared scheduler once per process for each optimizer step.
         self.scheduler = build_scheduler(self.optimizer, cfg.optim.schedule, self.total_steps * acc.num_processes,
                                          cfg.optim.warmup_ratio)
-        if ds_plugin is not None and ds_plugin.zero_stage == 3:
+        if zero3:
             from deepspeed.runtime.zero import register_external_parameter
 
             for module, param in self.model.external_parameters():
