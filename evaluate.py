@@ -2,65 +2,14 @@
 
 Reloads the run's saved config and best model, evaluates the eval split and the test split (overall, per
 language, with the text and then the image masked), prints a table and writes JSON.
+
+The command lives in ``crossfuse/commands/evaluate.py`` (``crossfuse evaluate ...`` once installed); this script keeps
+``python evaluate.py ...`` working in a checkout and under ``accelerate launch``.
 """
 
-from __future__ import annotations
-
-import argparse
-import sys
-from pathlib import Path
-
-from accelerate import Accelerator
-
-from deploy import load_for_inference, resolve_folder
-from engine.builders import build_dataset, build_loader, build_tokenizer
-from engine.checkpoint import write_json_atomic
-from engine.cli import exit_cleanly, multi_process_cpu
-from engine.config import ConfigError, load_config
-from engine.evaluation import evaluate_splits, format_table, load_thresholds, write_predictions
-
-
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", help="a run folder written by train.py (or any saved model folder with config)")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.eval_split=test")
-    parser.add_argument("--out", default=None, help="where to write the JSON (default: RUN_DIR/eval.json)")
-    parser.add_argument("--predictions", default=None, metavar="CSV",
-                        help="also write id,proba,label for every row of the test split (labelled or not)")
-    args = parser.parse_args(argv)
-    run_dir = Path(args.run_dir)
-    config_path = run_dir / "config.yaml"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder: {config_path} does not exist "
-                                "(train.py writes it; pass the folder train.py created under run.output_dir)")
-    cfg = load_config(config_path, args.overrides)
-    model_dir = resolve_folder(run_dir)  # a run's model/, or an export folder written by export.py
-    acc = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=multi_process_cpu())
-    model = load_for_inference(model_dir)  # float, int8, pruned or ONNX Runtime
-    tokenizer = build_tokenizer(cfg, model_dir)
-    loaders, languages = {}, []
-    if cfg.data.eval_split:
-        dataset = build_dataset(cfg, cfg.data.eval_split, cfg.data.eval_languages)
-        languages = dataset.languages
-        loaders["val"] = build_loader(cfg, dataset, tokenizer, model.image_data_config, False, languages)
-    prepared = acc.prepare(model, *loaders.values())
-    model, loaders = prepared[0], dict(zip(loaders, prepared[1:]))
-    threshold = load_thresholds(model_dir, acc.unwrap_model(model).label_names)  # multi-label, tuned on val
-    results = evaluate_splits(cfg, acc, model, tokenizer, languages, loaders, threshold=threshold)
-    if args.predictions:
-        test_set = build_dataset(cfg, cfg.data.test_split or cfg.data.eval_split, cfg.data.eval_languages)
-        loader = acc.prepare(build_loader(cfg, test_set, tokenizer, acc.unwrap_model(model).image_data_config,
-                                          False, languages))
-        print(f"predictions: {write_predictions(acc, model, loader, test_set, Path(args.predictions), threshold)}")
-    if acc.is_main_process:
-        print(format_table(results))
-        write_json_atomic(Path(args.out) if args.out else run_dir / "eval.json", results)
-    return results
-
+from crossfuse.commands.evaluate import main
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ConfigError, FileNotFoundError) as err:
-        sys.exit(f"error: {err}")
-    exit_cleanly(0)
+    from crossfuse.cli import run
+
+    run(main)

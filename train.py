@@ -1,31 +1,14 @@
 """Train a model: ``python train.py configs/experiments/quickstart.yaml [key=value ...] [--resume latest]``.
 
 Also runs under ``accelerate launch train.py ...`` for multi-process / multi-GPU / DeepSpeed / FSDP training.
+
+The command lives in ``crossfuse/commands/train.py`` (``crossfuse train ...`` once installed); this script keeps
+``python train.py ...`` working in a checkout and under ``accelerate launch``.
 """
 
-from __future__ import annotations
-
-import argparse
-import sys
-
-from engine.cli import exit_cleanly, split_config_and_overrides
-from engine.config import ConfigError, load_config
-from engine.trainer import Trainer
-
-
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", nargs="*", help="an experiment YAML, then dotted overrides (train.max_steps=100)")
-    parser.add_argument("--resume", default=None, help="'latest' or a checkpoint folder of this run")
-    args = parser.parse_args(argv)
-    experiment, overrides = split_config_and_overrides(args.config)
-    cfg = load_config(experiment, overrides)
-    return Trainer(cfg, resume=args.resume).fit()
-
+from crossfuse.commands.train import main
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ConfigError as err:
-        sys.exit(f"config error: {err}")
-    exit_cleanly(0)
+    from crossfuse.cli import run
+
+    run(main)

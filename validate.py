@@ -4,55 +4,14 @@ Reads every configured split (train, eval, test) with ``data.on_error=skip`` and
 every image decoded, then prints per split the usable rows, the rejected rows per reason with ``file:line``
 examples, and the label counts. Exits with status 1 if any row would be rejected (0 if the data is clean), so it
 can gate a job script.
+
+The command lives in ``crossfuse/commands/validate.py`` (``crossfuse validate ...`` once installed); this script keeps
+``python validate.py ...`` working in a checkout.
 """
 
-from __future__ import annotations
-
-import argparse
-import json
-import sys
-from pathlib import Path
-
-from data import dataset_params
-from data.report import dataset_report, format_report
-from engine.builders import build_dataset
-from engine.cli import split_config_and_overrides
-from engine.config import ConfigError, load_config
-
-
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", nargs="*", help="an experiment YAML, then dotted overrides (data.root=...)")
-    parser.add_argument("--no-decode", action="store_true", help="only check that image files exist (faster)")
-    parser.add_argument("--json", default=None, help="also write the report as JSON here")
-    args = parser.parse_args(argv)
-    experiment, overrides = split_config_and_overrides(args.config)
-    name = load_config(experiment, overrides).data.name
-    extra = ["data.on_error=skip"]
-    if "check_images" in dataset_params(name) and not args.no_decode:
-        extra.append("data.params.check_images=true")
-    cfg = load_config(experiment, overrides + extra)
-    splits = dict.fromkeys(s for s in (cfg.data.train_split, cfg.data.eval_split, cfg.data.test_split) if s)
-    report = {}
-    for split in splits:
-        try:
-            report[split] = dataset_report(build_dataset(cfg, split))
-        except FileNotFoundError as err:
-            report[split] = {"error": str(err)}
-            print(f"[{split}] cannot be read: {err}")
-            continue
-        print(format_report(split, report[split]))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
-    return report
-
-
-def is_clean(report: dict) -> bool:
-    return all("error" not in r and not r["skipped"] for r in report.values())
-
+from crossfuse.commands.validate import exit_status, main
 
 if __name__ == "__main__":
-    try:
-        sys.exit(0 if is_clean(main()) else 1)
-    except ConfigError as err:
-        sys.exit(f"config error: {err}")
+    from crossfuse.cli import run
+
+    run(main, exit_status=exit_status)

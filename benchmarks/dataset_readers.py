@@ -10,15 +10,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._doc import machine_line, markdown_table, write_section  # noqa: E402
 from data import create_dataset  # noqa: E402

@@ -23,7 +23,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 import yaml  # noqa: E402
@@ -46,7 +45,7 @@ def model_overrides(name: str, steps: int) -> list[str]:
 
 
 def ensure_run(name: str, steps: int, fresh: bool) -> Path:
-    import train
+    from crossfuse.commands import train
 
     run = ROOT / "runs" / f"bench-deploy-{name}"
     if fresh or not (run / "model" / "model.safetensors").is_file():
@@ -55,7 +54,7 @@ def ensure_run(name: str, steps: int, fresh: bool) -> Path:
 
 
 def export_variants(run: Path, finetune_steps: int) -> dict[str, Path]:
-    import export
+    from crossfuse.commands import export
 
     base = run / "bench-exports"
     shutil.rmtree(base, ignore_errors=True)

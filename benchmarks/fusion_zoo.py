@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -45,7 +44,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
@@ -96,7 +94,7 @@ def train_towers(out: Path, variant: str) -> Path:
     """
     run = out / ("zoo_towers" if variant == "easy" else f"towers_{variant}")
     if not (run / "model" / "model.safetensors").is_file():
-        import train
+        from crossfuse.commands import train
 
         overrides = [] if variant == "easy" else [*VARIANTS[variant], f"train.init_from={train_towers(out, 'easy')}"]
         print(f"training the {variant} towers -> {run}", flush=True)
@@ -142,7 +140,7 @@ def train_attribute_towers(out: Path) -> Path:
     run = out / "towers_attributes"
     if (run / "model" / "model.safetensors").is_file():
         return run
-    import train
+    from crossfuse.commands import train
     from engine.builders import build_model
     from engine.config import save_config
 

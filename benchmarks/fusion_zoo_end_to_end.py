@@ -20,12 +20,10 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
@@ -45,7 +43,7 @@ def run_one(method: str, seed: int, steps: int, dim: int, out: Path, fresh: bool
     summary = run / "zoo_summary.json"
     if summary.is_file() and not fresh:
         return json.loads(summary.read_text())
-    import train
+    from crossfuse.commands import train
     from models import MultimodalModel
 
     t0 = time.perf_counter()

@@ -6,27 +6,20 @@ arguments (all with defaults) are its config schema, as in timm's ``@register_mo
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable
 from typing import Any
 
-_DATASETS: dict[str, Callable[..., Any]] = {}
+from crossfuse.registry import Registry
+
 _COMMON = ("root", "split")
+DATASETS: Registry[Callable[..., Any]] = Registry("dataset", supplied=_COMMON)
 
 
-def _hint(name: str, valid) -> str:
-    near = difflib.get_close_matches(name, list(valid), n=1)
-    return f" Did you mean {near[0]!r}?" if near else ""
-
-
-def register_dataset(name: str):
+def register_dataset(name: str, renamed_from: tuple[str, ...] = ()):
     """Function decorator registering a dataset builder under ``name``."""
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-        if name in _DATASETS:
-            old = _DATASETS[name].__qualname__
-            raise ValueError(f"dataset {name!r} is registered twice ({old}, {fn.__qualname__})")
         params = list(inspect.signature(fn).parameters.values())
         if [p.name for p in params[:2]] != list(_COMMON):
             raise TypeError(f"dataset builder {fn.__qualname__} must take (root, split, **params)")
@@ -34,35 +27,26 @@ def register_dataset(name: str):
             if p.default is inspect.Parameter.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 raise TypeError(f"dataset builder {fn.__qualname__}: option {p.name!r} needs a default value")
         fn.dataset_name = name
-        _DATASETS[name] = fn
-        return fn
+        return DATASETS.add(name, fn, renamed_from)
 
     return wrap
 
 
-def list_datasets() -> list[str]:
-    return sorted(_DATASETS)
+def list_datasets(pattern: str = "*") -> list[str]:
+    return DATASETS.names(pattern)
 
 
 def get_dataset_builder(name: str) -> Callable[..., Any]:
-    if name not in _DATASETS:
-        raise KeyError(f"unknown dataset {name!r}.{_hint(name, _DATASETS)} Registered: {', '.join(list_datasets())}")
-    return _DATASETS[name]
+    return DATASETS.get(name)
 
 
 def dataset_params(name: str) -> dict[str, Any]:
     """The builder's options and their defaults (the dataset's config schema), ``root`` and ``split`` excluded."""
-    sig = inspect.signature(get_dataset_builder(name))
-    return {k: p.default for k, p in sig.parameters.items() if k not in _COMMON}
+    return {k: p.default for k, p in DATASETS.options(name).items()}
 
 
 def create_dataset(name: str, root: str, split: str, **params):
     """Build a registered dataset. Options left as ``None`` keep the builder's default; unknown ones are an error."""
-    valid = dataset_params(name)
-    for key in params:
-        if key not in valid:
-            raise TypeError(
-                f"dataset {name!r} has no option {key!r}.{_hint(key, valid)} Valid options: {', '.join(valid)}"
-            )
+    DATASETS.check_options(name, params)
     params = {k: v for k, v in params.items() if v is not None}
-    return get_dataset_builder(name)(str(root), split, **params)
+    return DATASETS.get(name)(str(root), split, **params)

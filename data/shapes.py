@@ -39,6 +39,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from crossfuse.registry import nearest as _hint
+
 from .jsonl import read_jsonl
 from .records import MultimodalDataset
 from .registry import register_dataset
@@ -183,8 +185,6 @@ def draw_image(objects: list, image_size: int, rng: np.random.Generator) -> Imag
 
 
 def _check_args(args: dict) -> None:
-    from .registry import _hint
-
     if args["difficulty"] not in DIFFICULTIES:
         raise ValueError(f"unknown difficulty {args['difficulty']!r}.{_hint(args['difficulty'], DIFFICULTIES)} "
                          f"Valid: {', '.join(DIFFICULTIES)}")  # fmt: skip
@@ -306,8 +306,6 @@ def build_shapes(
         generate: create the data in ``root`` if it is not there; if False a missing dataset is an error.
     """
     if split not in SPLITS:
-        from .registry import _hint
-
         raise ValueError(f"unknown split {split!r}.{_hint(split, SPLITS)} Valid: {', '.join(SPLITS)}")
     root_path = Path(root)
     if generate:

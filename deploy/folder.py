@@ -20,7 +20,7 @@ from models import MultimodalModel, resolve_model_dir
 from models.errors import ModelNotAvailableError
 from models.multimodal import CONFIG_NAME, WEIGHTS_NAME
 
-from .registry import get_export
+from .registry import EXPORTS, get_export
 
 MANIFEST_NAME = "export.json"
 FORMAT_VERSION = 1
@@ -76,6 +76,7 @@ def write_export_folder(model: MultimodalModel, source: str | Path, out_dir: str
     The kind writes its weight files; this writes the files every folder shares and ``export.json`` last, so a
     folder with a manifest is complete.
     """
+    EXPORTS.check_options(kind, options)
     out_dir = Path(out_dir)
     if (out_dir / MANIFEST_NAME).exists() or (out_dir / "model.safetensors").exists():
         raise FileExistsError(f"{out_dir} already holds an exported model; choose another --out or delete it")

@@ -1,16 +1,18 @@
 """Name -> export kind registry: ``@register_export("int8")`` and :func:`get_export`.
 
-An export kind is a class with two static methods: ``export(model, out_dir, **options) -> details`` writes the
-kind's weight files into ``out_dir`` and returns what ``export.json`` should record about it (layers quantized,
-sparsity per layer, opset, ...); ``load(directory, manifest) -> nn.Module`` rebuilds a model from those files.
+An export kind is a class with two static methods: ``export(model, out_dir, source, **options) -> details`` writes
+the kind's weight files into ``out_dir`` and returns what ``export.json`` should record about it (layers quantized,
+sparsity per layer, opset, ...); ``load(directory, manifest) -> nn.Module`` rebuilds a model from those files. The
+keyword arguments of ``export`` are the kind's options.
 """
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Protocol
 
 from torch import nn
+
+from crossfuse.registry import Registry
 
 
 class ExportKind(Protocol):
@@ -23,29 +25,23 @@ class ExportKind(Protocol):
     def load(directory: Any, manifest: dict[str, Any]) -> nn.Module: ...
 
 
-_EXPORTS: dict[str, type] = {}
+EXPORTS: Registry[type] = Registry("export kind", signature=lambda cls: cls.export,
+                                   supplied=("model", "out_dir", "source"))
 
 
-def register_export(name: str):
+def register_export(name: str, renamed_from: tuple[str, ...] = ()):
     """Class decorator registering an export kind under ``name`` (the ``kind`` written to ``export.json``)."""
 
     def wrap(cls: type) -> type:
-        if name in _EXPORTS:
-            raise ValueError(f"export kind {name!r} is registered twice")
         cls.kind = name
-        _EXPORTS[name] = cls
-        return cls
+        return EXPORTS.add(name, cls, renamed_from)
 
     return wrap
 
 
-def list_exports() -> list[str]:
-    return sorted(_EXPORTS)
+def list_exports(pattern: str = "*") -> list[str]:
+    return EXPORTS.names(pattern)
 
 
 def get_export(name: str) -> type[ExportKind]:
-    if name not in _EXPORTS:
-        near = difflib.get_close_matches(name, _EXPORTS, n=1)
-        hint = f" Did you mean {near[0]!r}?" if near else ""
-        raise KeyError(f"unknown export kind {name!r}.{hint} Registered: {', '.join(list_exports())}")
-    return _EXPORTS[name]
+    return EXPORTS.get(name)

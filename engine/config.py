@@ -9,14 +9,24 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULTS = ROOT / "configs" / "defaults.yaml"
+
+def shipped_config(relative: str) -> Path:
+    """A file of the project's ``configs/`` folder, installed with the package as ``crossfuse.configs``."""
+    try:
+        root = Path(str(resources.files("crossfuse.configs")))
+    except ModuleNotFoundError:  # a checkout used without installing it
+        root = Path(__file__).resolve().parent.parent / "configs"
+    return root / relative
+
+
+DEFAULTS = shipped_config("defaults.yaml")
 
 
 @dataclass
@@ -220,13 +230,12 @@ def load_config(experiment: str | Path | None = None, overrides: list[str] | Non
     cfg = OmegaConf.structured(Config)
     layers: list[tuple[Any, str]] = []
     cleared: dict[str, int] = {}  # `key={}` overrides: key -> index of their layer
-    if DEFAULTS.exists():
-        layers.append((OmegaConf.load(DEFAULTS), str(DEFAULTS)))
+    if not DEFAULTS.is_file():
+        raise ConfigError(f"{DEFAULTS} is missing: crossfuse was installed without its configs/ package data; "
+                          "reinstall it (pip install crossfuse, or pip install -e . in a checkout)")
+    layers.append((OmegaConf.load(DEFAULTS), str(DEFAULTS)))
     if experiment is not None:
-        path = Path(experiment)
-        if not path.is_file():
-            raise ConfigError(f"experiment config {str(path)!r} does not exist (expected a YAML file, e.g. "
-                              "configs/experiments/quickstart.yaml)")
+        path = experiment_path(experiment)
         layers.append((OmegaConf.load(path), str(path)))
     for item in overrides or []:
         if "=" not in item:
@@ -249,6 +258,19 @@ def load_config(experiment: str | Path | None = None, overrides: list[str] | Non
     _check_choices(cfg)
     OmegaConf.set_readonly(cfg, True)
     return cfg
+
+
+def experiment_path(experiment: str | Path) -> Path:
+    """An experiment YAML: a path, or the name of one shipped with crossfuse (``quickstart``)."""
+    path = Path(experiment)
+    if path.is_file():
+        return path
+    shipped = shipped_config(f"experiments/{path.name}.yaml")
+    if path.suffix == "" and len(path.parts) == 1 and shipped.is_file():
+        return shipped
+    names = sorted(p.stem for p in shipped.parent.glob("*.yaml"))
+    raise ConfigError(f"experiment config {str(path)!r} does not exist (expected a YAML file, e.g. "
+                      f"configs/experiments/quickstart.yaml, or the name of a shipped one: {', '.join(names)})")
 
 
 _CHOICES = {

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 import torch
 from torch import nn
 from transformers import get_scheduler
 
-ENCODER_PREFIXES = ("text.", "vision.")
-
-
-def local_name(name: str) -> str:
-    """A parameter's name inside the model: without DDP's ``module.`` prefix or the trainer's ``ModuleList`` index."""
-    return re.sub(r"^(module\.)?\d+\.", "", name)
+from .finetune import ENCODER_PREFIXES, encoder_depths, layer_lr_scale, local_name
 
 
 def no_weight_decay(name: str, param: torch.Tensor) -> bool:
@@ -25,12 +18,10 @@ def param_groups(model: nn.Module, lr: float, encoder_lr: float | None, weight_d
                  layer_decay: float = 1.0) -> list[dict]:
     """Four groups: {encoder, fusion/head} x {decay, no decay}; frozen parameters are left out.
 
-    ``layer_decay < 1`` splits the encoder groups by depth, each scaled by ``transfer.schedules.layer_lr_scale``.
+    ``layer_decay < 1`` splits the encoder groups by depth, each scaled by ``engine.finetune.layer_lr_scale``.
     """
     scale_of = lambda name: 1.0  # noqa: E731
     if layer_decay != 1.0:
-        from transfer.schedules import encoder_depths, layer_lr_scale
-
         depths = encoder_depths(model)
         scale_of = lambda name: layer_lr_scale(name, depths, layer_decay)  # noqa: E731
     groups: dict[tuple[bool, bool, float], list] = {}

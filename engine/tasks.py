@@ -6,48 +6,37 @@ Supervised classification lives here; contrastive alignment and distillation reg
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Callable
 from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-_TASKS: dict[str, Callable[..., Task]] = {}
+from crossfuse.registry import Registry
+
+TASKS: Registry[type[Task]] = Registry(
+    "task", signature=lambda cls: cls.__init__,
+    hint=" (tasks defined in transfer/ and merging/ register when those packages are imported, as the crossfuse "
+         "command and the entry scripts do)")
 
 
-def register_task(name: str):
+def register_task(name: str, renamed_from: tuple[str, ...] = ()):
     def wrap(cls):
-        if name in _TASKS:
-            raise ValueError(f"task {name!r} is registered twice")
-        _TASKS[name] = cls
         cls.task_name = name
-        return cls
+        return TASKS.add(name, cls, renamed_from)
 
     return wrap
 
 
-def _register_library_tasks() -> None:
-    # Imported late: transfer/ and merging/ build on the engine, so a top-level import here would be a cycle.
-    import merging  # noqa: F401  (multi_teacher_distill)
-    import transfer  # noqa: F401  (contrastive, distill, crossmodal_distill)
-
-
-def list_tasks() -> list[str]:
-    _register_library_tasks()
-    return sorted(_TASKS)
+def list_tasks(pattern: str = "*") -> list[str]:
+    return TASKS.names(pattern)
 
 
 def create_task(name: str, **params: Any) -> Task:
-    _register_library_tasks()
-    if name not in _TASKS:
-        near = difflib.get_close_matches(name, _TASKS, n=1)
-        hint = f" Did you mean {near[0]!r}?" if near else ""
-        raise KeyError(f"unknown task {name!r}.{hint} Registered: {', '.join(list_tasks())}")
+    """Build a registered task; options are checked against its constructor before anything is loaded."""
     try:
-        return _TASKS[name](**params)
+        return TASKS.build(name, **params)
     except TypeError as err:
-        raise TypeError(f"task {name!r}: bad train.task_params: {err}") from None
+        raise TypeError(f"bad train.task_params: {err}") from None
 
 
 class Task:

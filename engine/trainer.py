@@ -15,10 +15,9 @@ from omegaconf import DictConfig
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from merging.averaging import WeightAverager
 from models import MultimodalModel, load_state, resolve_model_dir
-from transfer.schedules import drop_encoder_grads
 
+from .averaging import WeightAverager
 from .builders import build_dataset, build_loader, build_model, build_tokenizer
 from .checkpoint import (
     STATE_FILE,
@@ -31,9 +30,11 @@ from .checkpoint import (
     truncate_log,
     write_json_atomic,
 )
-from .cli import multi_process_cpu
 from .config import save_config, to_dict
+from .distributed import multi_process_cpu
 from .evaluation import evaluate, evaluate_splits, format_table, tune_and_save_thresholds
+from .finetune import drop_encoder_grads
+from .init_from import init_from_run
 from .optim import build_optimizer, build_scheduler
 from .tasks import create_task
 from .tracking import tracker_config, tracker_init_kwargs
@@ -152,8 +153,6 @@ class Trainer:
         cfg = self.cfg
         num_outputs = len(self.train_set.label_names)
         if cfg.train.init_from:
-            from transfer.reuse import init_from_run  # reuse of a trained model for a new task
-
             return init_from_run(cfg, cfg.train.init_from, num_outputs, self.train_set.label_names,
                                  self.train_set.multi_label, self.tokenizer)
         return build_model(cfg, num_outputs, self.train_set.label_names, self.train_set.multi_label, self.tokenizer)

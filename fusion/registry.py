@@ -2,55 +2,42 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
+
+from crossfuse.registry import Registry
 
 from .base import FusionModule
 
-_FUSIONS: dict[str, type[FusionModule]] = {}
+# text_dim, image_dim and num_outputs come from the towers and the task; everything else is the method's config.
+FUSIONS: Registry[type[FusionModule]] = Registry(
+    "fusion method", signature=lambda cls: cls.__init__, supplied=("text_dim", "image_dim", "num_outputs"))
 
 
-def register_fusion(name: str):
-    """Class decorator registering a :class:`FusionModule` subclass under ``name``."""
+def register_fusion(name: str, renamed_from: tuple[str, ...] = ()):
+    """Class decorator registering a :class:`FusionModule` subclass under ``name`` (and its former names)."""
 
     def wrap(cls: type[FusionModule]) -> type[FusionModule]:
-        if name in _FUSIONS:
-            raise ValueError(f"fusion method {name!r} is registered twice ({_FUSIONS[name].__name__}, {cls.__name__})")
-        if not issubclass(cls, FusionModule):
-            raise TypeError(f"{cls.__name__} must subclass fusion.base.FusionModule")
+        if not (isinstance(cls, type) and issubclass(cls, FusionModule)):
+            raise TypeError(f"{getattr(cls, '__name__', cls)} must subclass fusion.base.FusionModule")
         cls.fusion_name = name
-        _FUSIONS[name] = cls
-        return cls
+        return FUSIONS.add(name, cls, renamed_from)
 
     return wrap
 
 
-def list_fusions() -> list[str]:
-    return sorted(_FUSIONS)
+def list_fusions(pattern: str = "*") -> list[str]:
+    return FUSIONS.names(pattern)
 
 
 def get_fusion_class(name: str) -> type[FusionModule]:
-    if name not in _FUSIONS:
-        near = difflib.get_close_matches(name, _FUSIONS, n=1)
-        hint = f" Did you mean {near[0]!r}?" if near else ""
-        raise KeyError(f"unknown fusion method {name!r}.{hint} Registered: {', '.join(list_fusions())}")
-    return _FUSIONS[name]
+    return FUSIONS.get(name)
 
 
 def fusion_params(name: str) -> dict[str, inspect.Parameter]:
     """The method-specific keyword arguments of a fusion method (its config schema), with defaults."""
-    sig = inspect.signature(get_fusion_class(name).__init__)
-    common = {"self", "text_dim", "image_dim", "num_outputs"}
-    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return {k: p for k, p in sig.parameters.items() if k not in common and p.kind in named}
+    return FUSIONS.options(name)
 
 
 def create_fusion(name: str, text_dim: int, image_dim: int, num_outputs: int, **kwargs) -> FusionModule:
     """Build a registered fusion method; unknown keyword arguments are an error naming the valid ones."""
-    valid = fusion_params(name)
-    for key in kwargs:
-        if key not in valid:
-            near = difflib.get_close_matches(key, valid, n=1)
-            hint = f" Did you mean {near[0]!r}?" if near else ""
-            raise TypeError(f"fusion {name!r} has no option {key!r}.{hint} Valid options: {', '.join(valid)}")
-    return get_fusion_class(name)(text_dim, image_dim, num_outputs, **kwargs)
+    return FUSIONS.build(name, text_dim, image_dim, num_outputs, **kwargs)

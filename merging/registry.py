@@ -7,12 +7,13 @@ arguments; its keyword arguments ARE its config schema (mergekit's ``easy_define
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import Tensor
+
+from crossfuse.registry import Registry
 
 # Inputs the merge engine supplies itself; everything else in the signature is user config.
 ENGINE_ARGS = ("tensors", "base", "fishers", "key")
@@ -28,53 +29,41 @@ class MergeMethod:
 
     @property
     def params(self) -> dict[str, inspect.Parameter]:
-        sig = inspect.signature(self.fn)
-        return {k: p for k, p in sig.parameters.items() if k not in ENGINE_ARGS}
+        return METHODS.options(self.name)
 
     @property
     def takes_key(self) -> bool:
         return "key" in inspect.signature(self.fn).parameters
 
 
-_METHODS: dict[str, MergeMethod] = {}
+METHODS: Registry[MergeMethod] = Registry(
+    "merge method", signature=lambda method: method.fn, supplied=ENGINE_ARGS,
+    hint=" (and greedy_soup, which merge.py runs on held-out data)")
 
 
 def register_merge_method(name: str, needs_base: bool = False, needs_fisher: bool = False,
-                          num_models: int | None = None):
+                          num_models: int | None = None, renamed_from: tuple[str, ...] = ()):
     """Function decorator registering a tensor merge function under ``name``."""
 
     def wrap(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
-        if name in _METHODS:
-            raise ValueError(f"merge method {name!r} is registered twice")
-        _METHODS[name] = MergeMethod(name, fn, needs_base, needs_fisher, num_models)
+        METHODS.add(name, MergeMethod(name, fn, needs_base, needs_fisher, num_models), renamed_from)
         fn.merge_method = name
         return fn
 
     return wrap
 
 
-def list_merge_methods() -> list[str]:
-    return sorted(_METHODS)
+def list_merge_methods(pattern: str = "*") -> list[str]:
+    return METHODS.names(pattern)
 
 
 def get_merge_method(name: str) -> MergeMethod:
-    if name not in _METHODS:
-        valid = list_merge_methods() + ["greedy_soup"]
-        near = difflib.get_close_matches(name, valid, n=1)
-        hint = f" Did you mean {near[0]!r}?" if near else ""
-        raise KeyError(f"unknown merge method {name!r}.{hint} Registered: {', '.join(valid)}")
-    return _METHODS[name]
+    return METHODS.get(name)
 
 
 def check_params(method: MergeMethod, params: dict) -> None:
     """Unknown keyword arguments are an error naming the nearest valid one."""
-    valid = method.params
-    for key in params:
-        if key not in valid:
-            near = difflib.get_close_matches(key, valid, n=1)
-            hint = f" Did you mean {near[0]!r}?" if near else ""
-            raise TypeError(f"merge method {method.name!r} has no option {key!r}.{hint} "
-                            f"Valid options: {', '.join(valid) or '(none)'}")
+    METHODS.check_options(method.name, params)
 
 
 def normalised_weights(weights: list[float] | None, n: int) -> list[float]:

@@ -47,7 +47,7 @@ def _tiny_data_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """A trained tiny run folder (config.yaml, model/, metrics.json), shared by the tests that need one."""
-    import train
+    from crossfuse.commands import train
 
     out = tmp_path_factory.mktemp("runs")
     train.main(tiny_overrides(out, "tiny", **{"train.max_steps": 6, "model.fusion.name": "concat"}))

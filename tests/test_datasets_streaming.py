@@ -12,7 +12,7 @@ import pytest
 from conftest import TINY_OVERRIDES
 from test_datasets_layouts import make_hateful_memes
 
-import train
+from crossfuse.commands import train
 from data import Collator, DataError, ExampleProcessor, create_dataset
 
 
@@ -84,7 +84,7 @@ def test_train_from_shards(tmp_path):
 
 
 def test_validate_reads_a_stream(tmp_path):
-    import validate
+    from crossfuse.commands import validate
 
     src = make_hateful_memes(tmp_path / "hm")
     (src / "train.jsonl").write_text((src / "train.jsonl").read_text().replace('"label": 1', '"label": 5', 1))

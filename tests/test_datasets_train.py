@@ -12,8 +12,7 @@ import numpy as np
 from conftest import TINY_OVERRIDES
 from test_datasets_layouts import jsonl, make_hateful_memes, make_image_folder, make_mmimdb_jsonl, make_text_csv
 
-import evaluate
-import train
+from crossfuse.commands import evaluate, train
 from data.mmimdb import GENRES
 from models import MultimodalModel
 

@@ -7,8 +7,7 @@ import pytest
 import torch
 from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
-import evaluate
-import export
+from crossfuse.commands import evaluate, export
 from deploy import MANIFEST_NAME, list_exports, load_for_inference
 from deploy.parity import max_logit_difference, real_batches
 from deploy.prune import prunable_layers, prune_model

@@ -7,7 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import export
+from crossfuse.commands import export
 from deploy import get_export, load_for_inference
 from deploy.onnx_export import ATOL, OnnxModel, UnsupportedExportError, export_onnx
 from deploy.parity import max_logit_difference, real_batches

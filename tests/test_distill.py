@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from conftest import tiny_overrides
 from torch import nn
 
-import train
+from crossfuse.commands import train
 from models import MultimodalModel
 from transfer.distill import DistillTask, check_same_inputs, labelled_rows
 from transfer.losses import attention_kd, feature_kd, logit_kd

@@ -14,7 +14,7 @@ from accelerate.state import AcceleratorState
 from conftest import tiny_overrides
 from safetensors.torch import load_file
 
-import train
+from crossfuse.commands import train
 from models import MultimodalModel
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,10 +9,9 @@ import torch
 from conftest import tiny_overrides
 from safetensors.torch import load_file, save_file
 
-import evaluate
-import merge
-import train
-from merging import MergeMismatchError, WeightAverager, merge_checkpoints, save_merged
+from crossfuse.commands import evaluate, merge, train
+from engine.averaging import WeightAverager
+from merging import MergeMismatchError, merge_checkpoints, save_merged
 from merging.distill import teacher_target
 from merging.recipe import MergeConfigError
 from merging.scoring import held_out_scorer

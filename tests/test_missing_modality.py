@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import tiny_overrides
 
-import train
+from crossfuse.commands import train
 from fusion import list_fusions
 from fusion.registry import get_fusion_class
 from models import MultimodalModel

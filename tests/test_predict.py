@@ -8,8 +8,7 @@ import pytest
 import torch
 import yaml
 
-import export
-import predict
+from crossfuse.commands import export, predict
 from data import DataError
 
 

@@ -13,7 +13,7 @@ import torch
 from conftest import tiny_overrides
 from safetensors.torch import load_file
 
-import train
+from crossfuse.commands import train
 from engine.checkpoint import STATE_FILE, list_checkpoints, prune_checkpoints, resolve_resume
 from engine.tasks import ClassificationTask
 

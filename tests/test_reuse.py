@@ -5,14 +5,14 @@ import torch
 from conftest import tiny_overrides
 from safetensors.torch import load_file
 
-import train
+from crossfuse.commands import train
 from engine.builders import build_tokenizer
 from engine.config import load_config
+from engine.finetune import encoder_depths, layer_id, layer_lr_scale
+from engine.init_from import init_from_run, load_matching
 from engine.optim import param_groups
 from models import MultimodalModel
 from models.errors import CheckpointMismatchError
-from transfer.reuse import init_from_run, load_matching
-from transfer.schedules import encoder_depths, layer_id, layer_lr_scale
 
 
 def _saved(run):

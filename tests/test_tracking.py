@@ -3,7 +3,7 @@
 import pytest
 from conftest import tiny_overrides
 
-import train
+from crossfuse.commands import train
 from engine.tracking import WANDB_ID_FILE
 
 # Two steps, a checkpoint after each, one evaluation (no ablations, no test split): every kind of value is logged.

@@ -6,8 +6,7 @@ import pytest
 import yaml
 from conftest import tiny_overrides
 
-import evaluate
-import train
+from crossfuse.commands import evaluate, train
 from engine.config import ConfigError
 from engine.trainer import RunExistsError
 from models import MultimodalModel

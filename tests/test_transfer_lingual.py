@@ -8,9 +8,7 @@ import torch
 from conftest import tiny_overrides
 from transformers import AutoTokenizer
 
-import distill_multilingual
-import evaluate
-import train
+from crossfuse.commands import distill_multilingual, evaluate, train
 from data import generate_shapes
 from engine.builders import build_tokenizer
 from engine.config import load_config

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from conftest import tiny_overrides
 from transformers import AutoTokenizer
 
-import train
+from crossfuse.commands import train
 from engine.tasks import create_task, list_tasks
 from transfer.contrastive import AlignmentHeads, caption_ids, clip_loss, pair_mask, recall_at_k
 from transfer.zero_shot import (

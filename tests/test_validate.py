@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from test_datasets_layouts import EXPERIMENTS, jsonl, make_hateful_memes
 
-import validate
+from crossfuse.commands import validate
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,7 +15,13 @@ import re
 
 from torch import nn
 
-from engine.optim import ENCODER_PREFIXES, local_name
+ENCODER_PREFIXES = ("text.", "vision.")
+
+
+def local_name(name: str) -> str:
+    """A parameter's name inside the model: without DDP's ``module.`` prefix or the trainer's ``ModuleList`` index."""
+    return re.sub(r"^(module\.)?\d+\.", "", name)
+
 
 # Numbered block containers of HF encoders (encoder.layer.N, layers.N) and timm models (blocks.N, stages.N, and
 # ResNet's layer1..layer4, numbered from 1).

@@ -17,10 +17,11 @@ from omegaconf import DictConfig
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from engine.builders import build_model
 from models import MultimodalModel, resolve_model_dir
 from models.errors import CheckpointMismatchError
 from models.multimodal import WEIGHTS_NAME
+
+from .builders import build_model
 
 HEAD_PATTERNS = ("head.*",)  # re-initialised for every new task
 
