@@ -52,7 +52,7 @@ def overrides(out: Path, data_root: Path, steps: int, batch: int, name: str) -> 
 
 def plain_loop(trainer: Trainer, init: dict, steps: int) -> float:
     """The loop anyone would write by hand: samples/s over ``steps`` steps, data loading included."""
-    model = copy.deepcopy(trainer.unwrapped)
+    model = copy.deepcopy(trainer.model)
     model.load_state_dict(init)
     model.train()
     cfg = trainer.cfg
@@ -79,7 +79,7 @@ def plain_loop(trainer: Trainer, init: dict, steps: int) -> float:
 
 def our_loop(trainer: Trainer, init: dict) -> tuple[float, float]:
     """Run ``Trainer.fit`` from ``init``; returns its own logged samples/s and data-wait share."""
-    trainer.unwrapped.load_state_dict(init)
+    trainer.model.load_state_dict(init)
     trainer.state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "best_step": None}
     log = trainer.run_dir / "log.jsonl"
     log.unlink(missing_ok=True)
@@ -105,7 +105,7 @@ def main() -> None:
         extra += ["data.cache_images=true"] if args.cache_images else []
         cfg = load_config(None, overrides(tmp, tmp / "data", args.steps, args.batch, "bench") + extra)
         trainer = Trainer(cfg)
-        init = copy.deepcopy(trainer.unwrapped.state_dict())
+        init = copy.deepcopy(trainer.model.state_dict())
         # Warm-up: allocator, first touch of the data, thread pools; with the image cache, one whole epoch, so that
         # every timed run (plain or ours) reads images from memory rather than the first one filling the cache.
         plain_loop(trainer, init, len(trainer.train_loader) if args.cache_images else 3)

@@ -58,7 +58,7 @@ def train(args, name: str, overrides: list[str], init: Path | None = None) -> Pa
     cfg = load_config(None, common(args) + [f"run.name={name}"] + overrides)
     trainer = Trainer(cfg)
     if init is not None:
-        load_state(trainer.unwrapped, load_file(str(init / "model" / "model.safetensors")), source=str(init))
+        load_state(trainer.model, load_file(str(init / "model" / "model.safetensors")), source=str(init))
     trainer.fit()
     return Path(args.out) / name
 
@@ -123,8 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     teachers = "[" + ",".join(str(m) for m in members) + "]"
     merged["distillation (from uniform soup)"] = (train(args, "m_distill", [
         f"train.max_steps={args.distill_steps}", "train.task=multi_teacher_distill", "optim.lr=5e-4",
-        f"train.task_params={{teachers: {teachers}, temperature: 2.0, alpha: 0.0}}", "optim.warmup_ratio=0.0",
-    ], init=merged["uniform soup"][0]), f"{args.distill_steps} steps, all-language text, no labels (alpha=0)")
+        f"train.task_params={{teachers: {teachers}, temperature: 2.0, alpha: 1.0}}", "optim.warmup_ratio=0.0",
+    ], init=merged["uniform soup"][0]), f"{args.distill_steps} steps, all-language text, no labels (alpha=1)")
     rows, scores = [], {}
     for name, path in [("base (en, shared start)", base), *[(f"fine-tuned on {k[3:]}", v) for k, v in fine.items()],
                        ("joint fine-tune on all languages (reference)", joint)] + \

@@ -27,6 +27,7 @@ COMMANDS = {
 }
 
 DEBUG_ENV = "CROSSFUSE_DEBUG"
+LIBRARY_PACKAGES = ("crossfuse", "fusion", "data", "models", "engine", "transfer", "merging", "deploy")
 
 
 def split_config_and_overrides(positional: list[str]) -> tuple[str | None, list[str]]:
@@ -44,16 +45,14 @@ class _MainRankOnly(logging.Filter):
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    """One stderr handler for the library's loggers (``fusion``, ``data``, ``engine``, ...), on the main rank."""
+    """The application's logging: one stderr handler on the root logger, records from the main rank only; our
+    packages log at ``level``, third-party libraries at WARNING."""
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     handler.addFilter(_MainRankOnly())
-    for name in ("crossfuse", "fusion", "data", "models", "engine", "transfer", "merging", "deploy"):
-        logger = logging.getLogger(name)
-        if not logger.handlers:
-            logger.addHandler(handler)
-            logger.setLevel(level)
-            logger.propagate = False
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    for name in LIBRARY_PACKAGES:
+        logging.getLogger(name).setLevel(level)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

@@ -105,7 +105,7 @@ def recover(model: MultimodalModel, masks: dict[str, Tensor], source: Path, step
             f"run.output_dir={tmp}", "run.name=finetune", "run.tracker=none", "run.overwrite=true",
             *(overrides or [])])
         trainer = Trainer(cfg)
-        target = trainer.unwrapped
+        target = trainer.model
         load_state(target, model.state_dict(), source="pruned model")
         modules = dict(target.named_modules())
         for name, mask in masks.items():  # zero gradient => AdamW never moves a pruned weight (decay of 0 is 0)

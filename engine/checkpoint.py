@@ -1,17 +1,12 @@
-"""Run folders and checkpoints: atomic writes, last-N retention, ``--resume latest``, pre-emption signals."""
+"""Checkpoints of the training state: atomic writes, last-N retention, ``--resume latest``."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import signal
-import threading
 from pathlib import Path
 from typing import Any
-
-import torch
-from safetensors.torch import load_file, save_file
 
 STATE_FILE = "trainer_state.json"
 
@@ -82,53 +77,43 @@ def truncate_log(path: Path, step: int) -> None:
     os.replace(tmp, path)
 
 
-class StopSignals:
-    """Turns SIGTERM / SIGUSR1 (what SLURM and most schedulers send before pre-emption) into a flag.
+AVERAGE_FILE = "weight_average.safetensors"  # EMA/SWA state beside Accelerate's files
 
-    The loop polls ``requested`` at each step boundary, saves a checkpoint and returns, instead of dying mid-step.
-    Handlers are installed on ``__enter__`` and the previous ones restored on ``__exit__``; outside the main
-    thread (where Python cannot install handlers) it does nothing.
+
+def save_checkpoint(acc, run_dir: Path, state: dict[str, Any], keep_last: int, averager=None) -> Path:
+    """Write the full training state (weights, optimizer, scheduler, RNGs, sampler, loop position, EMA/SWA).
+
+    Written under ``.tmp-step_N`` and renamed once complete, so a crash mid-save never leaves a folder that
+    ``--resume latest`` would pick (it only considers ``step_*`` folders holding ``trainer_state.json``).
     """
+    from safetensors.torch import save_file
 
-    SIGNALS = ("SIGTERM", "SIGUSR1")
-
-    def __init__(self) -> None:
-        self.received: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    @property
-    def requested(self) -> bool:
-        return self.received is not None
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.received = signal.Signals(signum).name
-
-    def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for name in self.SIGNALS:
-                if hasattr(signal, name):
-                    num = getattr(signal, name)
-                    self._previous[num] = signal.signal(num, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for num, handler in self._previous.items():
-            signal.signal(num, handler)
-        self._previous.clear()
+    final = Path(run_dir) / "checkpoints" / f"step_{state['step']:08d}"
+    tmp = final.with_name(f".tmp-{final.name}")
+    acc.save_state(str(tmp))
+    acc.wait_for_everyone()  # sharded states (ZeRO, FSDP) are written by every rank before the rename
+    if acc.is_main_process:
+        if averager is not None:
+            save_file({k: v.detach().cpu().contiguous() for k, v in averager.state_dict().items()},
+                      str(tmp / AVERAGE_FILE))
+        write_json_atomic(tmp / STATE_FILE, state)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)  # only now does --resume latest see it
+        prune_checkpoints(run_dir, keep_last)
+    acc.wait_for_everyone()
+    return final
 
 
-TASK_STATE = "task_state.safetensors"
+def load_checkpoint(acc, path: Path, averager=None) -> dict[str, Any]:
+    """Restore what :func:`save_checkpoint` wrote into the prepared objects; returns the loop position."""
+    from safetensors.torch import load_file
 
-
-def save_task_state(module: torch.nn.Module, directory: Path) -> None:
-    """Write a task's extra trainable module next to the model, as ``task_state.safetensors``."""
-    save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
-              str(Path(directory) / TASK_STATE), metadata={"format": "pt"})
-
-
-def load_task_state(module: torch.nn.Module, directory: Path) -> None:
-    path = Path(directory) / TASK_STATE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: the model in {directory} was not saved by a task with its own "
-                                "trainable module (e.g. train.task=contrastive)")
-    module.load_state_dict(load_file(str(path)))
+    acc.load_state(str(path))
+    if averager is not None:
+        average = Path(path) / AVERAGE_FILE
+        if not average.is_file():
+            raise FileNotFoundError(f"{average} is missing: the checkpoint was written without "
+                                    "train.weight_averaging, so the average cannot continue from it")
+        averager.load_state_dict(load_file(str(average)))
+    return json.loads((Path(path) / STATE_FILE).read_text())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,31 +14,43 @@ from accelerate import Accelerator
 from omegaconf import DictConfig
 from torch import nn
 
+from models.folder import save_thresholds
+
 from .builders import build_dataset, build_loader
 from .metrics import classification_metrics, majority_rate, per_group_metrics, tune_thresholds
 
-THRESHOLDS_FILE = "thresholds.json"  # per-label multi-label thresholds, saved in the model folder
+logger = logging.getLogger(__name__)
 
 
 @torch.no_grad()
 def predict(accelerator: Accelerator, model: nn.Module, loader, drop: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
-    """Run ``model`` over ``loader``; returns numpy ``scores`` (N, C), ``labels``, ``index`` (N,), ``lang`` (N,).
+    """Run ``model`` over ``loader``; returns numpy ``scores`` (N, C), ``labels``, ``index`` (N,), ``lang`` (N,),
+    and ``skipped``: the rows the loader dropped (``data.on_error=skip``), as ``{reason, file, line, ...}`` dicts.
 
     ``gather_for_metrics`` drops the samples padded onto the last batch of a multi-process run, so every dataset
-    row is counted exactly once.
+    row is counted exactly once. Each batch's results are copied out (not kept as views), so memory grows by the
+    results alone, whatever the size of the batches they came from.
     """
     was_training = model.training
     model.eval()
     unwrapped = accelerator.unwrap_model(model)
     chunks: dict[str, list[np.ndarray]] = {"scores": [], "labels": [], "index": [], "lang": []}
+    skipped: list[dict] = []
     for batch in loader:
+        skipped.extend(batch.pop("skipped", []))
         logits = model(batch, drop=drop)["logits"].float()
         scores = torch.sigmoid(logits) if unwrapped.multi_label else torch.softmax(logits, -1)
         gathered = accelerator.gather_for_metrics((scores, batch["labels"], batch["index"], batch["lang"]))
         for key, value in zip(chunks, gathered):
-            chunks[key].append(value.cpu().numpy())
+            chunks[key].append(value.cpu().numpy().copy())
     model.train(was_training)
-    return {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in chunks.items()}
+    if accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        skipped = gather_object(skipped)
+    out: dict[str, Any] = {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in chunks.items()}
+    out["skipped"] = skipped
+    return out
 
 
 def evaluate(accelerator: Accelerator, model: nn.Module, loader, languages: list[str],
@@ -73,12 +86,16 @@ def evaluate(accelerator: Accelerator, model: nn.Module, loader, languages: list
 
 
 def format_table(results: dict[str, dict[str, Any]]) -> str:
-    """A plain-text table: one row per (split, slice), columns accuracy / macro-F1 / AUROC / n."""
-    rows = [("split", "slice", "accuracy", "macro_f1", "auroc", "n")]
+    """A plain-text table: one row per (split, slice). Classification results get the columns accuracy / macro-F1 /
+    AUROC / n; other tasks' results (retrieval, ...) one column per metric."""
+    overall = [res["overall"] for res in results.values()]
+    columns = ["accuracy", "macro_f1", "auroc", "n"] if not overall or "accuracy" in overall[0] else \
+        sorted({k for m in overall for k in m}, key=lambda k: (k == "n", k))
+    rows = [("split", "slice", *columns)]
 
     def add(split: str, name: str, m: dict[str, float]) -> None:
-        fmt = lambda k: f"{m[k]:.4f}" if k in m else "-"  # noqa: E731
-        rows.append((split, name, fmt("accuracy"), fmt("macro_f1"), fmt("auroc"), str(m.get("n", "-"))))
+        fmt = lambda k: ("-" if k not in m else str(int(m[k])) if k == "n" else f"{m[k]:.4f}")  # noqa: E731
+        rows.append((split, name, *map(fmt, columns)))
 
     for split, res in results.items():
         add(split, "all", res["overall"])
@@ -86,7 +103,8 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
             add(split, f"lang={lang}", m)
         for name, m in res.get("ablation", {}).items():
             add(split, name, m)
-        rows.append((split, "majority-class", f"{res['majority_rate']:.4f}", "-", "-", "-"))
+        if "majority_rate" in res:
+            rows.append((split, "majority-class", f"{res['majority_rate']:.4f}", *["-"] * (len(columns) - 1)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -95,25 +113,15 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
 
 def tune_and_save_thresholds(accelerator: Accelerator, model: nn.Module, loader, model_dir: Path,
                              ) -> float | np.ndarray:
-    """For a multi-label model: per-label thresholds tuned on ``loader`` (the eval split), written to
-    ``model_dir/thresholds.json`` so evaluate.py applies the same ones to the test split. Otherwise 0.5."""
+    """For a multi-label model: per-label thresholds tuned on ``loader`` (the eval split), written to the model
+    folder (``thresholds.json``) so evaluate.py and predict.py apply the same ones. Otherwise 0.5."""
     if loader is None or not accelerator.unwrap_model(model).multi_label:
         return 0.5
     pred = predict(accelerator, model, loader)
     thresholds = tune_thresholds(pred["scores"], pred["labels"])
     if accelerator.is_main_process:
-        names = accelerator.unwrap_model(model).label_names
-        (Path(model_dir) / THRESHOLDS_FILE).write_text(json.dumps(dict(zip(names, thresholds.tolist())), indent=1))
+        save_thresholds(model_dir, accelerator.unwrap_model(model).label_names, thresholds)
     return thresholds
-
-
-def load_thresholds(model_dir: Path, label_names: list[str]) -> float | np.ndarray:
-    """The thresholds saved by :func:`tune_and_save_thresholds` (in label order), or 0.5 if none were saved."""
-    path = Path(model_dir) / THRESHOLDS_FILE
-    if not path.is_file():
-        return 0.5
-    saved = json.loads(path.read_text())
-    return np.array([saved.get(name, 0.5) for name in label_names])
 
 
 def write_predictions(accelerator: Accelerator, model: nn.Module, loader, dataset, path: Path,
@@ -122,11 +130,21 @@ def write_predictions(accelerator: Accelerator, model: nn.Module, loader, datase
 
     ``proba`` is the positive-class probability for a binary task and the predicted class's probability
     otherwise; ``label`` the predicted class index. Multi-label: ``id,label`` with the predicted label names
-    joined by ``|`` (using ``threshold``).
+    joined by ``|`` (using ``threshold``). Rows dropped with ``data.on_error=skip`` (while reading the file or
+    loading an image) get no prediction: they are listed in ``<path stem>_skipped.json`` beside the CSV, with file,
+    line and reason, and counted in a warning.
     """
     pred = predict(accelerator, model, loader)
     if not accelerator.is_main_process:
         return Path(path)
+    skipped = list(getattr(dataset, "skipped", [])) + pred["skipped"]
+    skip_file = Path(path).with_name(f"{Path(path).stem}_skipped.json")
+    if skipped:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        skip_file.write_text(json.dumps({"count": len(skipped), "rows": skipped}, indent=1))
+        logger.warning("%d rows have no prediction (data.on_error=skip): listed in %s", len(skipped), skip_file)
+    else:
+        skip_file.unlink(missing_ok=True)  # a stale list from an earlier run must not describe this one
     unwrapped = accelerator.unwrap_model(model)
     order = np.argsort(pred["index"], kind="stable")
     scores, index = pred["scores"][order], pred["index"][order]
@@ -146,10 +164,12 @@ def write_predictions(accelerator: Accelerator, model: nn.Module, loader, datase
     return Path(path)
 
 
-def evaluate_splits(cfg: DictConfig, acc: Accelerator, model, tokenizer, languages: list[str],
+def evaluate_splits(cfg: DictConfig, acc: Accelerator, task, model, tokenizer, languages: list[str],
                     loaders: dict[str, Any], threshold: float | Any = 0.5) -> dict[str, Any]:
-    """Evaluate on the given prepared loaders plus the configured test split (if it exists).
+    """Evaluate with ``task.evaluate`` on the given prepared loaders plus the configured test split.
 
+    A test split that is configured but released without labels is left out with a log line (predictions for it
+    come from ``evaluate.py --predictions``).
     ``threshold``: multi-label decision threshold(s), a scalar or per label ``(C,)`` (tuned on the eval split).
     """
     results = {}
@@ -163,9 +183,12 @@ def evaluate_splits(cfg: DictConfig, acc: Accelerator, model, tokenizer, languag
             unwrapped = acc.unwrap_model(model)
             loader = build_loader(cfg, test_set, tokenizer, unwrapped.image_data_config, False, languages)
             loaders = {**loaders, "test": acc.prepare(loader)}
+        elif test_set is not None:
+            logger.info("test split %r has no labels: not evaluated (write its predictions with evaluate.py "
+                        "--predictions)", cfg.data.test_split)
     for split, loader in loaders.items():
-        results[split] = evaluate(acc, model, loader, languages, ablation=cfg.eval.modality_ablation,
-                                  reference_language=ref, threshold=threshold)
+        results[split] = task.evaluate(acc, model, loader, languages=languages, reference_language=ref,
+                                       ablation=cfg.eval.modality_ablation, threshold=threshold)
     return results
 
 

@@ -15,12 +15,7 @@ import re
 
 from torch import nn
 
-ENCODER_PREFIXES = ("text.", "vision.")
-
-
-def local_name(name: str) -> str:
-    """A parameter's name inside the model: without DDP's ``module.`` prefix or the trainer's ``ModuleList`` index."""
-    return re.sub(r"^(module\.)?\d+\.", "", name)
+ENCODER_PREFIXES = ("text.", "vision.")  # parameter names of the towers inside a MultimodalModel
 
 
 # Numbered block containers of HF encoders (encoder.layer.N, layers.N) and timm models (blocks.N, stages.N, and
@@ -39,7 +34,6 @@ def encoder_depths(model: nn.Module) -> dict[str, int]:
     """Number of numbered blocks in each encoder tower, e.g. ``{"text.": 6, "vision.": 12}``."""
     depths: dict[str, int] = {}
     for name, _ in model.named_parameters():
-        name = local_name(name)
         tower, block = _tower(name), _block_index(name)
         if tower and block is not None:
             depths[tower] = max(depths.get(tower, 0), block + 1)
@@ -80,8 +74,20 @@ def drop_encoder_grads(model: nn.Module) -> int:
     which DDP requires. Returns the number of tensors cleared.
     """
     cleared = 0
-    for name, param in model.named_parameters():
-        if param.grad is not None and _tower(local_name(name)):
-            param.grad = None
-            cleared += 1
+    for tower in (model.text, model.vision):
+        for param in tower.parameters() if tower is not None else ():
+            if param.grad is not None:
+                param.grad = None
+                cleared += 1
     return cleared
+
+
+def set_train_mode(model: nn.Module, probing: bool) -> None:
+    """``model.train()``, except that towers held fixed stay in eval mode: a frozen tower (``freeze: true`` with
+    nothing unfrozen) always, and every tower while LP-FT probes. Otherwise their BatchNorm statistics and dropout
+    would still move and randomise features that are meant to be fixed (a probe of a CNN tower would not be one).
+    """
+    model.train()
+    for tower in (model.text, model.vision):
+        if tower is not None and (probing or not any(p.requires_grad for p in tower.parameters())):
+            tower.eval()

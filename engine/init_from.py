@@ -41,13 +41,13 @@ class InitReport:
     new: list[str] = field(default_factory=list)
     unused: list[str] = field(default_factory=list)
 
-    def format(self) -> str:
-        lines = [f"init_from {self.source}: {len(self.loaded)} tensors loaded, {len(self.skipped)} skipped, "
-                 f"{len(self.new)} newly initialised, {len(self.unused)} unused"]
-        for title, names in (("loaded", self.loaded), ("skipped", self.skipped), ("new", self.new),
-                             ("unused", self.unused)):
-            lines += [f"  {title:8s} {name}" for name in names]
-        return "\n".join(lines)
+    def summary(self) -> str:
+        return (f"init_from {self.source}: {len(self.loaded)} tensors loaded, {len(self.skipped)} skipped, "
+                f"{len(self.new)} newly initialised, {len(self.unused)} unused")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "loaded": self.loaded, "skipped": self.skipped, "new": self.new,
+                "unused": self.unused}
 
 
 def _matches(name: str, patterns: list[str] | tuple[str, ...]) -> bool:
@@ -92,12 +92,12 @@ def load_matching(model: nn.Module, state: dict[str, Tensor], skip: list[str] | 
 
 
 def init_from_run(cfg: DictConfig, path: str | Path, num_outputs: int, label_names: list[str], multi_label: bool,
-                  tokenizer: Any, verbose: bool = True) -> MultimodalModel:
+                  tokenizer: Any) -> tuple[MultimodalModel, InitReport]:
     """Build the model ``cfg`` describes for a new label set and initialise it from a saved run.
 
     Encoders and fusion come from the saved model wherever names and shapes match; ``head.*`` and anything named by
-    ``cfg.train.init_skip`` keep their fresh initialisation. The full report (every tensor loaded, skipped, new or
-    unused) is printed and attached to the model as ``model.init_report``.
+    ``cfg.train.init_skip`` keep their fresh initialisation. Returns the model and the report of every tensor
+    (loaded, skipped, new or unused), which the trainer writes to the run folder as ``init_report.json``.
 
     Args:
         cfg: the new run's config; its ``model`` section decides the architecture.
@@ -113,7 +113,4 @@ def init_from_run(cfg: DictConfig, path: str | Path, num_outputs: int, label_nam
         raise CheckpointMismatchError(
             f"{directory}: no tensor of the saved model matches the new model by name and shape; check that "
             "model.text / model.vision / model.fusion describe the saved run's architecture")
-    if verbose:
-        print(report.format())
-    model.init_report = report
-    return model
+    return model, report

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from transformers import get_scheduler
 
-from .finetune import ENCODER_PREFIXES, encoder_depths, layer_lr_scale, local_name
+from .finetune import ENCODER_PREFIXES, encoder_depths, layer_lr_scale
 
 
 def no_weight_decay(name: str, param: torch.Tensor) -> bool:
@@ -15,37 +15,44 @@ def no_weight_decay(name: str, param: torch.Tensor) -> bool:
 
 
 def param_groups(model: nn.Module, lr: float, encoder_lr: float | None, weight_decay: float,
-                 layer_decay: float = 1.0) -> list[dict]:
-    """Four groups: {encoder, fusion/head} x {decay, no decay}; frozen parameters are left out.
+                 layer_decay: float = 1.0, extras: nn.Module | None = None) -> list[dict]:
+    """Groups {encoder, fusion/head, task} x {decay, no decay}; frozen parameters are left out.
 
-    ``layer_decay < 1`` splits the encoder groups by depth, each scaled by ``engine.finetune.layer_lr_scale``.
+    ``model`` is the :class:`MultimodalModel` (its tower parameters are named ``text.*`` / ``vision.*``);
+    ``extras`` a task's trainable additions, trained at ``lr`` like the fusion and head. ``layer_decay < 1`` splits
+    the encoder groups by depth, each scaled by :func:`engine.finetune.layer_lr_scale`.
     """
     scale_of = lambda name: 1.0  # noqa: E731
     if layer_decay != 1.0:
         depths = encoder_depths(model)
         scale_of = lambda name: layer_lr_scale(name, depths, layer_decay)  # noqa: E731
-    groups: dict[tuple[bool, bool, float], list] = {}
-    for name, param in model.named_parameters():
+    named = [("model", n, p) for n, p in model.named_parameters()]
+    named += [("task", n, p) for n, p in (extras.named_parameters() if extras is not None else ())]
+    groups: dict[tuple[str, bool, float], list] = {}
+    for owner, name, param in named:
         if not param.requires_grad:
             continue
-        name = local_name(name)  # the trainer passes ModuleList([model, task extras])
-        key = (name.startswith(ENCODER_PREFIXES), no_weight_decay(name, param), scale_of(name))
+        part = "task" if owner == "task" else "encoder" if name.startswith(ENCODER_PREFIXES) else "fusion_head"
+        key = (part, no_weight_decay(name, param), scale_of(name) if owner == "model" else 1.0)
         groups.setdefault(key, []).append(param)
     enc_lr = lr if encoder_lr is None else encoder_lr
     return [
-        {"params": params, "lr": (enc_lr if is_enc else lr) * scale, "weight_decay": 0.0 if no_wd else weight_decay,
-         "name": f"{'encoder' if is_enc else 'fusion_head'}{'_no_wd' if no_wd else ''}"
-                 f"{f'_x{scale:.3g}' if scale != 1.0 else ''}"}
-        for (is_enc, no_wd, scale), params in sorted(groups.items())
+        {"params": params, "lr": (enc_lr if part == "encoder" else lr) * scale,
+         "weight_decay": 0.0 if no_wd else weight_decay,
+         "name": f"{part}{'_no_wd' if no_wd else ''}{f'_x{scale:.3g}' if scale != 1.0 else ''}"}
+        for (part, no_wd, scale), params in sorted(groups.items())
     ]
 
 
 def build_optimizer(model: nn.Module, lr: float, encoder_lr: float | None, weight_decay: float,
-                    betas: tuple[float, float] = (0.9, 0.999), layer_decay: float = 1.0) -> torch.optim.Optimizer:
-    groups = param_groups(model, lr, encoder_lr, weight_decay, layer_decay)
+                    betas: tuple[float, float] = (0.9, 0.999), layer_decay: float = 1.0,
+                    extras: nn.Module | None = None, fused: bool = False) -> torch.optim.Optimizer:
+    """AdamW over :func:`param_groups`. ``fused``: the single-kernel implementation (CPU and CUDA), which can also
+    skip a step on the device (the trainer's non-finite guard uses that to avoid reading the loss every step)."""
+    groups = param_groups(model, lr, encoder_lr, weight_decay, layer_decay, extras)
     if not groups:
         raise ValueError("no trainable parameters: every tower is frozen and the fusion/head has no weights")
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=True if fused else None)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int, warmup_ratio: float):

@@ -1,432 +1,358 @@
-"""The training loop: one explicit Accelerate loop over a Task that returns a loss dict."""
+"""The training loop: one explicit Accelerate loop over a :class:`~engine.tasks.Task`.
+
+``Trainer(cfg)`` builds data, model, task, optimizer and schedule; ``fit()`` trains, evaluates, keeps the best model
+and returns the final metrics. What the loop optimises is the task's business (:mod:`engine.tasks`); the run folder
+(:mod:`engine.run_folder`), checkpoints (:mod:`engine.checkpoint`), launcher quirks (:mod:`engine.distributed`) and
+non-finite losses (:mod:`engine.nonfinite`) each live in their own module, so this one reads top to bottom.
+"""
 
 from __future__ import annotations
 
-import json
+import logging
 import math
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
+from accelerate.utils import gather_object, set_seed
 from omegaconf import DictConfig
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from models import MultimodalModel, load_state, resolve_model_dir
+from fusion.registry import get_fusion_class
+from models import MultimodalModel, load_state
+from models.folder import WEIGHTS, load_task_state, resolve_model_dir, save_task_state
 
 from .averaging import WeightAverager
 from .builders import build_dataset, build_loader, build_model, build_tokenizer
-from .checkpoint import (
-    STATE_FILE,
-    StopSignals,
-    atomic_dir,
-    load_task_state,
-    prune_checkpoints,
-    resolve_resume,
-    save_task_state,
-    truncate_log,
-    write_json_atomic,
-)
-from .config import save_config, to_dict
-from .distributed import multi_process_cpu
-from .evaluation import evaluate, evaluate_splits, format_table, tune_and_save_thresholds
-from .finetune import drop_encoder_grads
-from .init_from import init_from_run
+from .checkpoint import atomic_dir, load_checkpoint, resolve_resume, save_checkpoint, truncate_log
+from .config import to_dict
+from .distributed import before_prepare, building_model, compile_model, fused_optimizer_ok, make_accelerator
+from .evaluation import evaluate_splits
+from .finetune import drop_encoder_grads, set_train_mode
+from .init_from import InitReport, init_from_run
+from .nonfinite import NonFiniteGuard
 from .optim import build_optimizer, build_scheduler
-from .tasks import create_task
+from .run_folder import RunExistsError, RunFolder  # noqa: F401  (RunExistsError: part of the trainer's API)
+from .signals import StopSignals
+from .tasks import TaskModel, create_task
 from .tracking import tracker_config, tracker_init_kwargs
 
-
-class RunExistsError(FileExistsError):
-    """The run folder already holds a trained model and neither --resume nor run.overwrite was given."""
-
-
-def _better(value: float, best: float | None, mode: str) -> bool:
-    return best is None or (value > best if mode == "max" else value < best)
+logger = logging.getLogger(__name__)
 
 
 class Trainer:
-    """Holds everything a run needs; ``fit()`` trains, evaluates and writes the run folder.
-
-    Run folder: ``config.yaml`` (resolved), ``model/`` (best model, ``save_pretrained`` format), ``checkpoints/``
-    (training state for ``--resume``), ``metrics.json``, ``log.jsonl``, ``data_skipped.json`` when rows were skipped.
+    """Holds everything a run needs; ``fit()`` trains, evaluates and writes the run folder (:mod:`engine.run_folder`).
     """
 
     def __init__(self, cfg: DictConfig, resume: str | None = None):
         self.cfg = cfg
-        self.run_dir = Path(cfg.run.output_dir) / cfg.run.name
-        if self.run_dir.exists() and not resume and (self.run_dir / "model").exists() and not cfg.run.overwrite:
-            raise RunExistsError(
-                f"run folder {self.run_dir} already holds a trained model; pick another run.name, resume it with "
-                "--resume latest, or set run.overwrite=true to replace it")
-        self.accelerator = Accelerator(
-            gradient_accumulation_steps=cfg.train.grad_accum,
-            mixed_precision=cfg.train.mixed_precision,
-            log_with=None if cfg.run.tracker == "none" else cfg.run.tracker,
-            project_dir=str(self.run_dir),
-            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-            cpu=multi_process_cpu(),  # several CPU processes: DDP over gloo
-            # Fusion methods leave parameters unused in some steps (missing-modality tokens, unimodal
-            # baselines' idle tower): DDP must not wait for their gradients.
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-        )
+        run = RunFolder(Path(cfg.run.output_dir) / cfg.run.name)
+        run.check_can_start(resume, cfg.run.overwrite)
+        self.task = create_task(cfg.train.task, **to_dict(cfg.train.task_params))
+        idle = get_fusion_class(cfg.model.fusion.name).idle_parameters or self.task.find_unused_parameters
+        self.accelerator = acc = make_accelerator(cfg, run.path, find_unused_parameters=idle)
+        self.run = RunFolder(run.path, acc.is_main_process)
         set_seed(cfg.run.seed)
-        acc = self.accelerator
-        ds_plugin = acc.state.deepspeed_plugin
-        if ds_plugin is not None and ds_plugin.deepspeed_config.get("gradient_clipping") == "auto":
-            # DeepSpeed clips inside its own step (our clip_grad_norm_ call is then a no-op): give it optim.clip_grad
-            ds_plugin.deepspeed_config["gradient_clipping"] = cfg.optim.clip_grad
-        # Data first: the tiny text encoder's vocabulary and the label set come from it.
         with acc.main_process_first():  # the embedded benchmark is generated once, by the main process
-            self.train_set = build_dataset(cfg, cfg.data.train_split, cfg.data.languages)
+            self.train_set = self.task.train_dataset(cfg) or build_dataset(cfg, cfg.data.train_split,
+                                                                           cfg.data.languages)
             self.eval_set = build_dataset(cfg, cfg.data.eval_split, cfg.data.eval_languages) \
                 if cfg.data.eval_split else None
         self.tokenizer = build_tokenizer(cfg, cfg.train.init_from and resolve_model_dir(cfg.train.init_from))
-        zero3 = ds_plugin is not None and ds_plugin.zero_stage == 3
-        if zero3:
-            # With ZeRO-3 announced, transformers builds the text tower alone under deepspeed.zero.Init (partitioned,
-            # already bf16) while timm builds the rest as usual: ZeRO-3 then refuses a model of two dtypes. Built
-            # whole (on the CPU), DeepSpeed casts and partitions all of it in prepare().
-            from transformers.integrations import unset_hf_deepspeed_config
-
-            unset_hf_deepspeed_config()
-            try:
-                self.model = self._build_model()
-            finally:
-                ds_plugin.set_deepspeed_weakref()
-        else:
-            self.model = self._build_model()
-        if cfg.train.compile:  # in place, so state-dict keys and unwrap_model stay as without compile
-            vision = self.model.vision
-            if vision is not None and vision.channels_last:
-                # Inductor's convolution_backward meta kernel predicts NCHW weight gradients where CUDA returns
-                # channels-last ones, and the compiled step fails (pytorch/pytorch#171622; seen with torch 2.11
-                # on an H100). Inductor picks convolution layouts itself, so the switch is not needed there.
-                acc.print("warning: model.vision.channels_last is turned off under train.compile "
-                          "(pytorch/pytorch#171622); torch.compile chooses the convolution memory format itself")
-                vision.set_channels_last(False)
-            self.model.compile()
-        self.task = create_task(cfg.train.task, **to_dict(cfg.train.task_params))
-        extra = self.task.setup(self.model)
+        with building_model(acc):
+            self.model, self.init_report = self._build_model()
+        if cfg.train.compile:
+            compile_model(self.model)
+        self.task.setup(self.model)
+        self.task.place(acc.device)
         image_cfg = self.model.image_data_config
         self.languages = sorted(set(self.train_set.languages) | set(self.eval_set.languages if self.eval_set else []))
         self.train_loader = build_loader(cfg, self.train_set, self.tokenizer, image_cfg, True, self.languages)
-        self.eval_loader = build_loader(cfg, self.eval_set, self.tokenizer, image_cfg, False, self.languages) \
+        eval_loader = build_loader(cfg, self.eval_set, self.tokenizer, image_cfg, False, self.languages) \
             if self.eval_set else None
-        modules = [self.model] + ([extra] if extra is not None else [])
-        params_model = torch.nn.ModuleList(modules)
-        self.optimizer = build_optimizer(params_model, cfg.optim.lr, cfg.optim.encoder_lr, cfg.optim.weight_decay,
-                                         tuple(cfg.optim.betas), cfg.optim.layer_decay)
+        fused = fused_optimizer_ok(acc)
+        self.optimizer = build_optimizer(self.model, cfg.optim.lr, cfg.optim.encoder_lr, cfg.optim.weight_decay,
+                                         tuple(cfg.optim.betas), cfg.optim.layer_decay, self.task.extras, fused)
         steps_per_epoch = math.ceil(len(self.train_loader) / max(1, acc.num_processes) / cfg.train.grad_accum)
         self.total_steps = cfg.train.max_steps or steps_per_epoch * cfg.train.epochs
         self.epochs = math.ceil(self.total_steps / max(1, steps_per_epoch))
         # Accelerate steps a prepared scheduler once per process for each optimizer step.
         self.scheduler = build_scheduler(self.optimizer, cfg.optim.schedule, self.total_steps * acc.num_processes,
                                          cfg.optim.warmup_ratio)
-        if zero3:
-            from deepspeed.runtime.zero import register_external_parameter
-
-            for module, param in self.model.external_parameters():
-                register_external_parameter(module, param)
-        prepared = acc.prepare(self.model, self.optimizer, self.train_loader, self.scheduler,
-                               *([self.eval_loader] if self.eval_loader else []), *([extra] if extra else []))
-        self.model, self.optimizer, self.train_loader, self.scheduler = prepared[:4]
-        rest = list(prepared[4:])
-        self.eval_loader = rest.pop(0) if self.eval_loader else None
-        self.extra = rest.pop(0) if extra is not None else None
-        if hasattr(self.task, "bind"):
-            self.task.bind(self.extra)
-        if hasattr(self.task, "on_prepared"):  # e.g. move a frozen teacher to the accelerator's device
-            self.task.on_prepared(acc)
+        before_prepare(acc, self.model)
+        prepared = acc.prepare(TaskModel(self.model, self.task), self.optimizer, self.train_loader, self.scheduler,
+                               *([eval_loader] if eval_loader else []))
+        self.trainable, self.optimizer, self.train_loader, self.scheduler = prepared[:4]
+        self.eval_loader = prepared[4] if eval_loader else None
+        self.guard = NonFiniteGuard(cfg.train.nonfinite, self.optimizer.optimizer if acc.scaler is None else None,
+                                    acc.device)
         self.state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "best_step": None}
-        self.resume_from = resolve_resume(self.run_dir, resume)
+        self.resume_from = resolve_resume(self.run.path, resume)
         wa = cfg.train.weight_averaging  # EMA / SWA of the weights, saved as <run>/model_ema or model_swa
         self.averager = None if wa.name == "none" else \
-            WeightAverager(self.unwrapped, wa.name, wa.decay, wa.start_step, wa.every)
-        if self.averager is not None:
-            acc.register_for_checkpointing(self.averager)  # --resume continues the same average
+            WeightAverager(self.model, wa.name, wa.decay, wa.start_step, wa.every)
 
-    def _build_model(self) -> MultimodalModel:
-        cfg = self.cfg
-        num_outputs = len(self.train_set.label_names)
+    def _build_model(self) -> tuple[MultimodalModel, InitReport | None]:
+        """The model the config describes: fresh, or initialised from a saved run (with what that loaded)."""
+        cfg, data = self.cfg, self.train_set
         if cfg.train.init_from:
-            return init_from_run(cfg, cfg.train.init_from, num_outputs, self.train_set.label_names,
-                                 self.train_set.multi_label, self.tokenizer)
-        return build_model(cfg, num_outputs, self.train_set.label_names, self.train_set.multi_label, self.tokenizer)
+            return init_from_run(cfg, cfg.train.init_from, len(data.label_names), data.label_names, data.multi_label,
+                                 self.tokenizer)
+        return build_model(cfg, len(data.label_names), data.label_names, data.multi_label, self.tokenizer), None
 
-    # ------------------------------------------------------------------ helpers
-    @property
-    def unwrapped(self) -> MultimodalModel:
-        return self.accelerator.unwrap_model(self.model)
-
-    def log(self, values: dict[str, Any], step: int) -> None:
-        acc = self.accelerator
-        if acc.is_main_process:
-            with open(self.run_dir / "log.jsonl", "a") as f:
-                f.write(json.dumps({"step": step, **values}) + "\n")
-        if self.cfg.run.tracker != "none":
-            acc.log(values, step=step)
-
-    def save_model(self, directory: Path) -> None:
-        acc = self.accelerator
-        acc.wait_for_everyone()
-        state = acc.get_state_dict(self.model)  # gathers sharded (ZeRO-3/FSDP) weights on the main process
-        if acc.is_main_process:
-            def write(tmp: Path) -> None:
-                unwrapped = self.unwrapped
-                unwrapped.save_pretrained(tmp, self.tokenizer, state_dict=state)
-                if self.extra is not None:  # the task's own trainable module (e.g. alignment projections)
-                    save_task_state(self.accelerator.unwrap_model(self.extra), tmp)
-            atomic_dir(directory, write)
-        acc.wait_for_everyone()
-
-    def save_checkpoint(self) -> Path:
-        """Write the full training state (weights, optimizer, scheduler, RNGs, sampler, loop position).
-
-        Written under ``.tmp-step_N`` and renamed once complete, so a crash mid-save never leaves a folder that
-        ``--resume latest`` would pick (it only considers ``step_*`` folders holding ``trainer_state.json``).
-        """
-        acc = self.accelerator
-        final = self.run_dir / "checkpoints" / f"step_{self.state['step']:08d}"
-        tmp = final.with_name(f".tmp-{final.name}")
-        acc.save_state(str(tmp))
-        acc.wait_for_everyone()  # sharded states (ZeRO, FSDP) are written by every rank before the rename
-        if acc.is_main_process:
-            write_json_atomic(tmp / STATE_FILE, self.state)
-            if final.exists():
-                import shutil
-                shutil.rmtree(final)
-            tmp.rename(final)  # only now does --resume latest see it
-            prune_checkpoints(self.run_dir, self.cfg.train.keep_last)
-        acc.wait_for_everyone()
-        return final
-
-    def load_checkpoint(self, path: Path) -> None:
-        self.accelerator.load_state(str(path))
-        self.state = json.loads((path / STATE_FILE).read_text())
-        if self.accelerator.is_main_process:
-            truncate_log(self.run_dir / "log.jsonl", self.state["step"])
-        self.accelerator.print(f"resumed from {path} at step {self.state['step']}")
-
-    def run_eval(self) -> dict[str, Any]:
-        if hasattr(self.task, "evaluate"):  # tasks without class labels (e.g. contrastive) bring their metrics
-            return {"overall": self.task.evaluate(self.accelerator, self.model, self.eval_loader)}
-        ref = self.cfg.data.languages[0] if self.cfg.data.languages else None
-        return evaluate(self.accelerator, self.model, self.eval_loader, self.languages,
-                        ablation=False, reference_language=ref)
-
-    # ------------------------------------------------------------------ loop
+    # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, Any]:
         """Train, evaluate and write the run folder; returns the final metrics document.
 
-        A SIGTERM or SIGUSR1 makes the loop save a checkpoint at the next step boundary and return
-        ``{"interrupted": "SIGTERM", "steps": k, "checkpoint": path}`` instead; ``--resume latest`` continues it.
+        A SIGTERM or SIGUSR1 makes the loop save a checkpoint at the next step boundary (with several processes:
+        the next log step, where they agree) and return ``{"interrupted": "SIGTERM", "steps": k, "checkpoint":
+        path}`` instead; ``--resume latest`` continues it.
         """
-        self.stop_signals = StopSignals()
+        self.stop = StopSignals()
         try:
-            with self.stop_signals:
+            with self.stop:
                 return self._fit()
         finally:
             if self.cfg.run.tracker != "none":
                 self.accelerator.end_training()  # flush W&B / TensorBoard, even after an error
 
-    def _stop_requested(self) -> bool:
-        """Whether any process received a stop signal (all ranks must leave the loop at the same step)."""
-        acc = self.accelerator
-        if acc.num_processes == 1:
-            return self.stop_signals.requested
-        if self.stop_signals.requested:
-            acc.set_trigger()
-        return acc.check_trigger()
-
-    def _all_finite(self, loss: torch.Tensor) -> bool:
-        """Whether the loss is finite on every process (so all ranks skip or stop together, never deadlock)."""
-        finite = torch.isfinite(loss.detach()).to(torch.float32)
-        if self.accelerator.num_processes > 1:
-            finite = self.accelerator.reduce(finite, reduction="mean")
-        return bool(finite.item() == 1.0)
-
     def _fit(self) -> dict[str, Any]:
-        cfg, acc = self.cfg, self.accelerator
-        if acc.is_main_process:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.run_dir / "config.yaml")
-            if self.resume_from is None:  # a fresh start (or run.overwrite): the log restarts at step 1
-                (self.run_dir / "log.jsonl").unlink(missing_ok=True)
+        cfg, acc, state = self.cfg, self.accelerator, self.state
+        self.run.start(cfg, fresh=self.resume_from is None)
         if cfg.run.tracker != "none":
             acc.init_trackers(cfg.run.project, config=tracker_config(cfg),
-                              init_kwargs=tracker_init_kwargs(cfg, self.run_dir, acc.is_main_process))
+                              init_kwargs=tracker_init_kwargs(cfg, self.run.path, acc.is_main_process))
+        self._write_init_report()
         if self.resume_from is not None:
-            self.load_checkpoint(self.resume_from)
-        self.model.train()
-        bar = tqdm(total=self.total_steps, initial=self.state["step"], disable=not (
-            acc.is_local_main_process and cfg.run.progress_bar), desc="train", dynamic_ncols=True)
-        skipped: list[dict] = []
-        t0, seen, wait = time.perf_counter(), 0, [0.0]
-        done, interrupted = self.state["step"] >= self.total_steps, None
-        while not done and self.state["epoch"] < self.epochs:
-            self.train_loader.set_epoch(self.state["epoch"])
-            loader = self.train_loader
-            if self.state["batch_in_epoch"]:
-                loader = acc.skip_first_batches(self.train_loader, self.state["batch_in_epoch"])
-            for batch in _timed(loader, wait):
+            state.update(load_checkpoint(acc, self.resume_from, self.averager))
+            if acc.is_main_process:
+                truncate_log(self.run.log_path, state["step"])
+            logger.info("resumed from %s at step %d", self.resume_from, state["step"])
+        self._train_mode()
+        bar = tqdm(total=self.total_steps, initial=state["step"], desc="train", dynamic_ncols=True,
+                   disable=not (acc.is_local_main_process and cfg.run.progress_bar))
+        skipped, self.meter = [], _Meter()
+        interrupted = None
+        while state["step"] < self.total_steps and state["epoch"] < self.epochs and interrupted is None:
+            self.train_loader.set_epoch(state["epoch"])
+            loader = acc.skip_first_batches(self.train_loader, state["batch_in_epoch"]) \
+                if state["batch_in_epoch"] else self.train_loader
+            for batch in self.meter.timed(loader):
                 skipped.extend(batch.pop("skipped", []))
-                self.state["batch_in_epoch"] += 1
-                with acc.accumulate(self.model):
-                    out = self.task(self.model, batch)
-                    loss = out["loss"]
-                    if not self._all_finite(loss):
-                        if cfg.train.nonfinite == "skip":
-                            self.optimizer.zero_grad()
-                            acc.print(f"warning: non-finite loss {loss.item()} at step {self.state['step'] + 1}; "
-                                      "step skipped (train.nonfinite=skip)")
-                            continue
-                        raise FloatingPointError(
-                            f"loss is {loss.item()} at step {self.state['step'] + 1} (epoch {self.state['epoch']}); "
-                            "lower optim.lr, enable optim.clip_grad, or set train.nonfinite=skip to skip such steps")
-                    acc.backward(loss)
-                    if self.state["step"] < cfg.train.linear_probe_steps:  # LP-FT: encoders fixed while probing
-                        drop_encoder_grads(self.model)
-                    if acc.sync_gradients and cfg.optim.clip_grad > 0:
-                        acc.clip_grad_norm_(self.model.parameters(), cfg.optim.clip_grad)
-                    self.optimizer.step()
-                    self.scheduler.step()
-                    self.optimizer.zero_grad()
-                seen += batch["labels"].shape[0]
-                if not acc.sync_gradients:
+                state["batch_in_epoch"] += 1
+                out = self._step(batch)
+                if out is None or not acc.sync_gradients:
                     continue
-                self.state["step"] += 1
-                step = self.state["step"]
+                state["step"] += 1
+                step = state["step"]
                 if self.averager is not None:
-                    self.averager.update(self.unwrapped, step)
+                    self.averager.update(self.model, step)
+                if step == cfg.train.linear_probe_steps:
+                    self._train_mode()  # LP-FT: the probe is over, the towers train from here
                 bar.update(1)
-                if step % cfg.run.log_every == 0 or step == self.total_steps:
-                    elapsed = time.perf_counter() - t0
-                    values = {"train/loss": loss.item(), "train/samples_per_s": seen * acc.num_processes / elapsed,
-                              "train/data_wait_frac": wait[0] / elapsed}
-                    values.update({f"train/{k}": float(v) for k, v in out.items()
-                                   if k not in ("loss", "outputs") and torch.as_tensor(v).numel() == 1})
-                    groups = self.optimizer.param_groups
-                    values.update({f"lr/{g.get('name', i)}": g["lr"] for i, g in enumerate(groups)})
-                    if torch.cuda.is_available():
-                        values["gpu/max_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
-                    self.log(values, step)
-                    bar.set_postfix(loss=f"{loss.item():.4f}")
-                    t0, seen, wait[0] = time.perf_counter(), 0, 0.0
+                log_step = step % cfg.run.log_every == 0 or step == self.total_steps
+                if log_step:
+                    bar.set_postfix(loss=f"{self._log(out, step):.4f}")
                 if self.eval_loader is not None and cfg.train.eval_every and step % cfg.train.eval_every == 0:
                     self._eval_and_keep_best()
                 saved = bool(cfg.train.save_every and step % cfg.train.save_every == 0)
                 if saved:
-                    self.save_checkpoint()
+                    self._save_checkpoint()
                 if step >= self.total_steps:
-                    done = True
                     break
-                if self._stop_requested():
-                    interrupted = (self.save_checkpoint() if not saved else
-                                   self.run_dir / "checkpoints" / f"step_{step:08d}")
-                    done = True
+                if self._stop_requested(log_step):
+                    interrupted = self.run.path / "checkpoints" / f"step_{step:08d}" if saved else \
+                        self._save_checkpoint()
                     break
             else:
-                self.state["epoch"] += 1
-                self.state["batch_in_epoch"] = 0
+                state["epoch"] += 1
+                state["batch_in_epoch"] = 0
                 if self.eval_loader is not None and not cfg.train.eval_every:
                     self._eval_and_keep_best()
         bar.close()
         if interrupted is not None:
-            signal_name = self.stop_signals.received or "a signal on another process"
-            acc.print(f"{signal_name} received: saved {interrupted} at step {self.state['step']}; "
-                      "continue with --resume latest")
-            return {"interrupted": signal_name, "steps": self.state["step"], "checkpoint": str(interrupted)}
-        if self.eval_loader is not None and (self.state["best_step"] is None or
-                                             self.state["best_step"] != self.state["step"]):
+            signal_name = self.stop.received or "a signal on another process"
+            logger.warning("%s received: saved %s at step %d; continue with --resume latest", signal_name,
+                           interrupted, state["step"])
+            return {"interrupted": signal_name, "steps": state["step"], "checkpoint": str(interrupted)}
+        self.guard.check_now()
+        if self.eval_loader is not None and state["best_step"] != state["step"]:
             self._eval_and_keep_best()
         if self.eval_loader is None:
-            self.save_model(self.run_dir / "model")
-        self._write_skips(skipped)
-        results = self.final_evaluation()
+            self._save_model(self.run.path / "model")
+        self._report_skips(skipped)
+        results = self._final_evaluation()
         if self.averager is not None:
-            results["weight_averaging"] = self.finish_averaging()
+            results["weight_averaging"] = self._finish_averaging()
         return results
 
-    def finish_averaging(self) -> dict[str, Any]:
-        """Save the EMA/SWA model as ``<run>/model_<name>/`` and evaluate it like the best model."""
-        avg, acc = self.averager, self.accelerator
-        if acc.is_main_process:
-            atomic_dir(self.run_dir / avg.folder, lambda tmp: avg.module.save_pretrained(tmp, self.tokenizer))
+    def _step(self, batch: dict[str, Any]) -> dict[str, Any] | None:
+        """One forward/backward (an optimizer step when gradients sync); None when a bad batch was skipped on the
+        host (``train.nonfinite=skip`` without a fused optimizer)."""
+        acc, clip, norm = self.accelerator, self.cfg.optim.clip_grad, None
+        with acc.accumulate(self.trainable):
+            out = self.trainable(batch)
+            if self.guard.checks_on_host and not torch.isfinite(out["loss"].detach()).all():
+                logger.warning("non-finite loss at step %d: skipped (train.nonfinite=skip)", self.state["step"] + 1)
+                self.optimizer.zero_grad()
+                return None
+            acc.backward(out["loss"])
+            if acc.sync_gradients:
+                if self.state["step"] < self.cfg.train.linear_probe_steps:
+                    drop_encoder_grads(self.model)  # LP-FT: encoders fixed while probing
+                norm = acc.clip_grad_norm_(self.trainable.parameters(), clip if clip > 0 else math.inf)
+                if not torch.is_tensor(norm) or acc.scaler is not None:
+                    norm = None  # DeepSpeed clips (and measures) inside its step; fp16 overflow is the scaler's
+                self.guard.observe(self.state["step"] + 1, out["loss"], norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad()
+        self.meter.seen += batch["labels"].shape[0]
+        out["grad_norm"] = norm
+        return out
+
+    def _log(self, out: dict[str, Any], step: int) -> float:
+        """Log step: the one place the loop reads values back from the device (a single transfer)."""
+        scalars = {f"train/{k}": v for k, v in out.items()
+                   if k not in ("outputs", "grad_norm") and torch.is_tensor(v) and v.numel() == 1}
+        scalars["train/grad_norm"] = out["grad_norm"]
+        scalars = {k: v for k, v in scalars.items() if v is not None}
+        read = torch.stack([v.detach().float().reshape(()) for v in scalars.values()] + self.guard.values()).tolist()
+        values = dict(zip(scalars, read))
+        values.update(self.guard.check(*read[-2:]))
+        values.update(self.meter.rates(self.accelerator.num_processes))
+        values.update({f"lr/{g.get('name', i)}": g["lr"] for i, g in enumerate(self.optimizer.param_groups)})
+        if torch.cuda.is_available():
+            values["gpu/max_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
+        self._record(values, step)
+        return values["train/loss"]
+
+    def _record(self, values: dict[str, Any], step: int) -> None:
+        self.run.log(values, step)
+        if self.cfg.run.tracker != "none":
+            self.accelerator.log(values, step=step)
+
+    def _train_mode(self) -> None:
+        set_train_mode(self.model, probing=self.state["step"] < self.cfg.train.linear_probe_steps)
+
+    def _stop_requested(self, log_step: bool) -> bool:
+        """Whether a stop signal arrived; with several processes checked at log steps, where all ranks agree (the
+        check is a collective, and the loop reads nothing from the device between log steps)."""
+        acc = self.accelerator
+        if acc.num_processes == 1:
+            return self.stop.requested
+        if not log_step:
+            return False
+        if self.stop.requested:
+            acc.set_trigger()
+        return acc.check_trigger()
+
+    # ------------------------------------------------------------------ saving and evaluating
+    def _save_checkpoint(self) -> Path:
+        self.guard.check_now()
+        return save_checkpoint(self.accelerator, self.run.path, self.state, self.cfg.train.keep_last, self.averager)
+
+    def _save_model(self, directory: Path) -> None:
+        acc = self.accelerator
         acc.wait_for_everyone()
-        results = evaluate_splits(self.cfg, acc, avg.module, self.tokenizer, self.languages,
-                                  {"val": self.eval_loader} if self.eval_loader else {})
-        doc = {"name": avg.name, "updates": avg.num_updates, "folder": avg.folder, "results": results}
+        state = acc.get_state_dict(self.trainable)  # gathers sharded (ZeRO-3/FSDP) weights on the main process
         if acc.is_main_process:
-            write_json_atomic(self.run_dir / f"metrics_{avg.name}.json", doc)
-            print(f"{avg.name} model ({avg.num_updates} updates):\n{format_table(results)}")
-        return doc
+            model_state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+
+            def write(tmp: Path) -> None:
+                self.model.save_pretrained(tmp, self.tokenizer, state_dict=model_state)
+                if len(self.task.extras):  # the task's own trainable modules (e.g. alignment projections)
+                    save_task_state(self.task.extras, tmp)
+            atomic_dir(directory, write)
+        acc.wait_for_everyone()
 
     def _eval_and_keep_best(self) -> None:
-        res = self.run_eval()
+        self.guard.check_now()
+        res = self.task.evaluate(self.accelerator, self.trainable, self.eval_loader, languages=self.languages,
+                                 reference_language=self._reference_language())
         metric = res["overall"].get(self.cfg.train.best_metric)
         if metric is None:
             raise KeyError(f"train.best_metric={self.cfg.train.best_metric!r} is not among the metrics "
                            f"{sorted(res['overall'])}")
         step = self.state["step"]
-        self.log({f"val/{k}": v for k, v in res["overall"].items()}, step)
-        if _better(metric, self.state["best"], self.cfg.train.best_mode):
+        self._record({f"val/{k}": v for k, v in res["overall"].items()}, step)
+        best = self.state["best"]
+        if best is None or (metric > best if self.cfg.train.best_mode == "max" else metric < best):
             self.state.update(best=metric, best_step=step)
-            self.save_model(self.run_dir / "model")
-        self.model.train()
+            self._save_model(self.run.path / "model")
+        self._train_mode()
 
-    def _write_skips(self, skipped: list[dict]) -> None:
-        gathered = skipped
-        if self.accelerator.num_processes > 1:
-            from accelerate.utils import gather_object
-            gathered = gather_object(skipped)
-        # Rows dropped while reading (data.on_error=skip): every process read the same files, so counted once.
+    def _reference_language(self) -> str | None:
+        return self.cfg.data.languages[0] if self.cfg.data.languages else None
+
+    def _final_evaluation(self) -> dict[str, Any]:
+        """Reload the best model and evaluate it on the eval and test splits."""
+        cfg, acc = self.cfg, self.accelerator
+        model_dir = self.run.path / "model"
+        load_state(self.model, load_file(str(model_dir / WEIGHTS)), source=str(model_dir))
+        if len(self.task.extras):
+            load_task_state(self.task.extras, model_dir)
+        threshold = self.task.calibrate(acc, self.trainable, self.eval_loader, model_dir)
+        results = evaluate_splits(cfg, acc, self.task, self.trainable, self.tokenizer, self.languages,
+                                  {"val": self.eval_loader} if self.eval_loader else {}, threshold=threshold)
+        doc = {"best_step": self.state["best_step"], "best_metric": cfg.train.best_metric,
+               "steps": self.state["step"], "results": results}
+        self.run.write_json("metrics.json", doc)
+        self._record({f"{split}/{k}": v for split, r in results.items() for k, v in r["overall"].items()},
+                     self.state["step"])
+        return doc
+
+    def _finish_averaging(self) -> dict[str, Any]:
+        """Save the EMA/SWA model as ``<run>/model_<name>/`` and evaluate it like the best model."""
+        avg, acc = self.averager, self.accelerator
+        module = avg.finalise(self.model)
+        if acc.is_main_process:
+            atomic_dir(self.run.path / avg.folder, lambda tmp: module.save_pretrained(tmp, self.tokenizer))
+        acc.wait_for_everyone()
+        results = evaluate_splits(self.cfg, acc, self.task, module, self.tokenizer, self.languages,
+                                  {"val": self.eval_loader} if self.eval_loader else {})
+        doc = {"name": avg.name, "updates": avg.num_updates, "folder": avg.folder, "results": results}
+        self.run.write_json(f"metrics_{avg.name}.json", doc)
+        return doc
+
+    def _report_skips(self, skipped: list[dict]) -> None:
+        """Rows dropped while reading (counted once: every process read the same files) or while loading."""
+        loaded = gather_object(skipped) if self.accelerator.num_processes > 1 else skipped
         read = [dict(row, split=split) for split, ds in (("train", self.train_set), ("val", self.eval_set))
                 if ds is not None for row in getattr(ds, "skipped", [])]
-        # A bad row fails again in every epoch: count each (file, line, reason) once.
-        gathered = list({(r["file"], r["line"], r["reason"]): r for r in read + list(gathered)}.values())
-        if self.accelerator.is_main_process and gathered:
-            counts: dict[str, int] = {}
-            for row in gathered:
-                counts[row["reason"]] = counts.get(row["reason"], 0) + 1
-            write_json_atomic(self.run_dir / "data_skipped.json", {"counts": counts, "rows": gathered})
-            self.accelerator.print(f"skipped {len(gathered)} rows: {counts} "
-                                   f"(details in {self.run_dir / 'data_skipped.json'})")
+        counts = self.run.report_skips(read + list(loaded))
+        if counts:
+            logger.warning("skipped %d rows: %s (details in %s)", sum(counts.values()), counts,
+                           self.run.path / "data_skipped.json")
 
-    def final_evaluation(self) -> dict[str, Any]:
-        """Reload the best model and evaluate it on the eval and test splits, with ablations."""
-        cfg, acc = self.cfg, self.accelerator
-        best = load_file(str(self.run_dir / "model" / "model.safetensors"))
-        load_state(self.unwrapped, best, source=str(self.run_dir / "model"))
-        if hasattr(self.task, "evaluate"):
-            if self.extra is not None:
-                load_task_state(acc.unwrap_model(self.extra), self.run_dir / "model")
-            results = {"val": self.run_eval()} if self.eval_loader else {}
-        else:
-            threshold = tune_and_save_thresholds(acc, self.model, self.eval_loader, self.run_dir / "model")
-            results = evaluate_splits(cfg, acc, self.model, self.tokenizer, self.languages,
-                                      {"val": self.eval_loader} if self.eval_loader else {}, threshold=threshold)
-        results_doc = {"best_step": self.state["best_step"], "best_metric": cfg.train.best_metric,
-                       "steps": self.state["step"], "results": results}
-        if acc.is_main_process:
-            write_json_atomic(self.run_dir / "metrics.json", results_doc)
-            print(json.dumps(results, indent=1) if hasattr(self.task, "evaluate") else format_table(results))
-        self.log({f"{split}/{k}": v for split, r in results.items() for k, v in r["overall"].items()},
-                 self.state["step"])
-        return results_doc
+    def _write_init_report(self) -> None:
+        if self.init_report is not None and self.resume_from is None:
+            path = self.run.write_json("init_report.json", self.init_report.as_dict())
+            logger.info("%s (every tensor in %s)", self.init_report.summary(), path)
 
 
-def _timed(loader, wait: list[float]):
-    """Iterate ``loader``, adding the seconds spent waiting for each batch to ``wait[0]``."""
-    it = iter(loader)
-    while True:
-        start = time.perf_counter()
-        try:
-            batch = next(it)
-        except StopIteration:
-            return
-        wait[0] += time.perf_counter() - start
-        yield batch
+class _Meter:
+    """Throughput and data-wait between log steps, kept on the host."""
+
+    def __init__(self) -> None:
+        self.start, self.seen, self.wait = time.perf_counter(), 0, 0.0
+
+    def timed(self, loader):
+        """Iterate ``loader``, adding the seconds spent waiting for each batch to ``wait``."""
+        it = iter(loader)
+        while True:
+            start = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            self.wait += time.perf_counter() - start
+            yield batch
+
+    def rates(self, processes: int) -> dict[str, float]:
+        elapsed = time.perf_counter() - self.start
+        values = {"train/samples_per_s": self.seen * processes / elapsed, "train/data_wait_frac": self.wait / elapsed}
+        self.start, self.seen, self.wait = time.perf_counter(), 0, 0.0
+        return values

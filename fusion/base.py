@@ -50,10 +50,14 @@ class FusionModule(nn.Module):
     Class attributes:
         modalities: the modalities the method reads; a model does not build the tower of a modality not listed.
         produces_logits: True when ``forward`` returns logits ``(B, num_outputs)`` and no head is needed.
+        idle_parameters: True when some trainable parameter can get no gradient in a step (e.g. a branch taken
+            only for some inputs); DDP must then search for unused parameters after every forward. No method of
+            ours does (``tests/test_fusion.py`` checks every registered method, with each modality absent too).
     """
 
     modalities: tuple[str, ...] = ("text", "image")
     produces_logits: bool = False
+    idle_parameters: bool = False
 
     def __init__(self, text_dim: int, image_dim: int, num_outputs: int, dim: int = 256, dropout: float = 0.1):
         super().__init__()

@@ -18,23 +18,7 @@ from torch import Tensor, nn
 
 from engine.tasks import Task, classification_loss, register_task
 from models import MultimodalModel
-
-try:  # the transfer package owns the distillation losses; fall back to equivalents if it is not installed
-    from transfer.losses import feature_kd, logit_kd
-except ImportError:  # pragma: no cover - only without transfer/
-    import torch.nn.functional as F
-
-    def feature_kd(student: Tensor, teacher: Tensor, projection: nn.Module | None = None) -> Tensor:
-        student = projection(student) if projection is not None else student
-        return F.mse_loss(student.float(), teacher.detach().float())
-
-    def logit_kd(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 2.0,
-                 multi_label: bool = False) -> Tensor:
-        s, t = student_logits.float() / temperature, teacher_logits.detach().float() / temperature
-        if multi_label:
-            return F.binary_cross_entropy_with_logits(s, torch.sigmoid(t)) * temperature**2
-        return F.kl_div(F.log_softmax(s, -1), F.log_softmax(t, -1), reduction="batchmean", log_target=True) \
-            * temperature**2
+from transfer.losses import feature_kd, logit_kd
 
 
 def teacher_target(logits: list[Tensor], weights: list[float], temperatures: list[float], temperature: float
@@ -49,7 +33,7 @@ def teacher_target(logits: list[Tensor], weights: list[float], temperatures: lis
 
 @register_task("multi_teacher_distill")
 class MultiTeacherDistillTask(Task):
-    """``alpha * CE(student, labels) + (1 - alpha) * KD(student, teachers) + feature_weight * feature MSE``.
+    """``(1 - alpha) * CE(student, labels) + alpha * KD(student, teachers) + feature_weight * feature MSE``.
 
     KD is Hinton et al. 2015 soft-target distillation against :func:`teacher_target` (``T**2``-scaled KL); the
     feature term (FitNets, Romero et al. 2015) matches the student's fused features ``(B, D_s)``, through one
@@ -60,7 +44,7 @@ class MultiTeacherDistillTask(Task):
         weights: one weight per teacher (default uniform; normalised to sum to 1).
         temperature: the distillation temperature ``T`` of the student.
         temperatures: one ``T_i`` per teacher (default ``T`` for all).
-        alpha: weight of the hard-label loss.
+        alpha: weight of the distillation term (as in ``distill``); ``0`` trains on the labels alone.
         feature_weight: weight of the feature term (0 = off).
     """
 
@@ -76,16 +60,18 @@ class MultiTeacherDistillTask(Task):
                              f"{len(temperatures)} temperatures; give one of each per teacher")
         if min(temperatures + [temperature]) <= 0:
             raise ValueError("multi_teacher_distill: temperatures must be > 0")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"multi_teacher_distill: alpha must be in [0, 1], got {alpha}")
+        super().__init__()
         total = float(sum(weights))
         self.weights = [w / total for w in weights]
         self.temperature, self.temperatures = temperature, temperatures
         self.alpha, self.feature_weight = alpha, feature_weight
         self.teacher_paths = [str(t) for t in teachers]
-        self.teachers: list[MultimodalModel] = []
-        self.projections: nn.ModuleList | None = None
+        self.teachers = nn.ModuleList()  # frozen, moved to the device with the task, never trained or saved
 
-    def setup(self, model: nn.Module) -> nn.Module | None:
-        """Load the teachers (frozen, eval mode); returns the feature projections to train, if any."""
+    def setup(self, model: nn.Module) -> None:
+        """Load the teachers (frozen, eval mode) and, with ``feature_weight``, the feature projections to train."""
         for path in self.teacher_paths:
             if not Path(path).exists():
                 raise FileNotFoundError(f"multi_teacher_distill: teacher {path!r} does not exist (give trained run "
@@ -102,32 +88,22 @@ class MultiTeacherDistillTask(Task):
             self.teachers.append(teacher)
         if self.feature_weight > 0:
             dim = model.fusion.out_dim
-            self.projections = nn.ModuleList(nn.Linear(dim, t.fusion.out_dim) for t in self.teachers)
-        return self.projections
+            self.extras["projections"] = nn.ModuleList(nn.Linear(dim, t.fusion.out_dim) for t in self.teachers)
 
-    def bind(self, extra: nn.Module | None) -> None:
-        if extra is not None:
-            self.projections = extra  # the prepared (device-placed, possibly wrapped) projections
-
-    def __call__(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
+    def forward(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
         out = model(batch)
         logits = out["logits"]
-        device = logits.device
-        teacher_outs = []
         with torch.no_grad():
-            for teacher in self.teachers:
-                if next(teacher.parameters()).device != device:  # moved once, on the first batch
-                    teacher.to(device)
-                teacher_outs.append(teacher(batch))
+            teacher_outs = [teacher.eval()(batch) for teacher in self.teachers]
         target = teacher_target([t["logits"] for t in teacher_outs], self.weights, self.temperatures,
                                 self.temperature)
         multi = batch["labels"].ndim == 2
         kd = logit_kd(logits, target, self.temperature, multi_label=multi)
         hard = classification_loss(logits, batch["labels"])
-        loss = self.alpha * hard + (1.0 - self.alpha) * kd
+        loss = (1.0 - self.alpha) * hard + self.alpha * kd
         result = {"loss": loss, "hard_loss": hard.detach(), "kd_loss": kd.detach(), "outputs": out}
-        if self.feature_weight > 0 and self.projections is not None:
-            pairs = zip(self.weights, self.projections, teacher_outs)
+        if self.feature_weight > 0:
+            pairs = zip(self.weights, self.extras["projections"], teacher_outs)
             feat = sum(w * feature_kd(out["features"], t["features"], proj) for w, proj, t in pairs)
             result["loss"] = loss + self.feature_weight * feat
             result["feature_loss"] = feat.detach()

@@ -1,8 +1,9 @@
 """Encoders (transformers, timm), heads and the multimodal model."""
 
 from .errors import CheckpointMismatchError, ModelNotAvailableError
+from .folder import resolve_model_dir
 from .heads import ClassificationHead
-from .multimodal import MultimodalModel, load_state, resolve_model_dir
+from .multimodal import MultimodalModel, load_state
 from .text_encoder import TextEncoder
 from .vision_encoder import VisionEncoder, load_weights_file
 

@@ -14,13 +14,13 @@ from transformers import AutoConfig
 
 from fusion.registry import create_fusion, get_fusion_class
 
-from .errors import CheckpointMismatchError, ModelNotAvailableError
+from .errors import CheckpointMismatchError
+from .folder import CONFIG, TEXT_CONFIG, TOKENIZER, WEIGHTS, read_info, resolve_model_dir
 from .heads import ClassificationHead
 from .text_encoder import TextEncoder
 from .vision_encoder import VisionEncoder
 
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "crossfuse.json"
+WEIGHTS_NAME, CONFIG_NAME = WEIGHTS, CONFIG  # the names older code imports from here
 
 
 class MultimodalModel(nn.Module):
@@ -157,38 +157,27 @@ class MultimodalModel(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in (state_dict or self.state_dict()).items()}
-        save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
+        save_file(state, str(directory / WEIGHTS), metadata={"format": "pt"})
         if self.text is not None:
-            self.text.save_config(directory / "text_config")
+            self.text.save_config(directory / TEXT_CONFIG)
         if tokenizer is not None:
-            tokenizer.save_pretrained(directory / "tokenizer")
-        (directory / CONFIG_NAME).write_text(json.dumps(self.config_dict(), indent=2))
+            tokenizer.save_pretrained(directory / TOKENIZER)
+        (directory / CONFIG).write_text(json.dumps(self.config_dict(), indent=2))
         return directory
 
     @classmethod
     def from_pretrained(cls, path: str | Path, strict: bool = True) -> MultimodalModel:
         """Load a model saved by :meth:`save_pretrained` (a model directory or a run folder holding ``model/``)."""
         directory = resolve_model_dir(path)
-        info = json.loads((directory / CONFIG_NAME).read_text())
-        text_dir = directory / "text_config"
+        info = read_info(directory)
+        text_dir = directory / TEXT_CONFIG
         hf_config = AutoConfig.from_pretrained(text_dir) if text_dir.is_dir() else None
         model = cls(
             info["model"], info["num_outputs"], info["label_names"], info["multi_label"],
             image_overrides=info.get("image_overrides"), text_hf_config=hf_config, pretrained=False,
         )
-        load_state(model, load_file(str(directory / WEIGHTS_NAME)), strict=strict, source=str(directory))
+        load_state(model, load_file(str(directory / WEIGHTS)), strict=strict, source=str(directory))
         return model
-
-
-def resolve_model_dir(path: str | Path) -> Path:
-    path = Path(path)
-    for candidate in (path, path / "model"):
-        if (candidate / CONFIG_NAME).is_file() and (candidate / WEIGHTS_NAME).is_file():
-            return candidate
-    raise ModelNotAvailableError(
-        f"{str(path)!r} is not a saved crossfuse model: expected {CONFIG_NAME} and {WEIGHTS_NAME} in it or in its "
-        "model/ subfolder (a run folder written by train.py, or a directory written by save_pretrained)"
-    )
 
 
 def load_state(model: nn.Module, state: dict[str, Tensor], strict: bool = True, source: str = "checkpoint") -> None:

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from crossfuse.commands import train
 from engine.checkpoint import STATE_FILE, list_checkpoints, prune_checkpoints, resolve_resume
 from engine.tasks import ClassificationTask
+from models import MultimodalModel
 
 ROOT = Path(__file__).resolve().parent.parent
 # 48 training rows / batch 16 = 3 steps per epoch, so 8 steps cross two epoch boundaries; evaluation every
@@ -85,7 +86,7 @@ def test_resume_latest_skips_incomplete_checkpoints(tmp_path):
 @pytest.fixture
 def nan_on_second_call(monkeypatch):
     """The classification loss becomes NaN on the second training batch."""
-    original, calls = ClassificationTask.__call__, []
+    original, calls = ClassificationTask.forward, []
 
     def call(self, model, batch):
         out = original(self, model, batch)
@@ -95,20 +96,32 @@ def nan_on_second_call(monkeypatch):
                 out["loss"] = out["loss"] * float("nan")
         return out
 
-    monkeypatch.setattr(ClassificationTask, "__call__", call)
+    monkeypatch.setattr(ClassificationTask, "forward", call)
 
 
 NO_EVAL = {"train.max_steps": 3, "data.eval_split": "''", "data.test_split": "null"}
 
 
 def test_nonfinite_loss_stops_naming_the_step(tmp_path, nan_on_second_call):
-    with pytest.raises(FloatingPointError, match=r"loss is nan at step 2 .*train.nonfinite=skip"):
-        train.main(tiny_overrides(tmp_path, **NO_EVAL))
+    with pytest.raises(FloatingPointError, match=r"non-finite loss or gradient at step 2 .*train.nonfinite=skip"):
+        train.main(tiny_overrides(tmp_path, **NO_EVAL, **{"run.log_every": 3}))  # found at the log step after it
+    assert not (tmp_path / "tiny" / "model").exists()  # a NaN model is never saved
 
 
-def test_nonfinite_loss_skipped_when_configured(tmp_path, nan_on_second_call, capsys):
-    out = train.main(tiny_overrides(tmp_path, **NO_EVAL, **{"train.nonfinite": "skip"}))
-    assert out["steps"] == 3  # the skipped batch is not an optimizer step
-    assert "non-finite loss nan at step 2; step skipped" in capsys.readouterr().out
-    losses = [r["train/loss"] for r in _train_rows(tmp_path / "tiny") if "train/loss" in r]
-    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+@pytest.mark.parametrize("on_device", [True, False], ids=["fused-optimizer", "host-check"])
+def test_nonfinite_loss_skipped_when_configured(tmp_path, nan_on_second_call, monkeypatch, caplog, on_device):
+    """The bad update never reaches the weights: skipped on the device by the fused AdamW, or (where the optimizer
+    is not ours: DeepSpeed, FSDP) after reading the loss on the host."""
+    if not on_device:
+        monkeypatch.setattr("engine.trainer.fused_optimizer_ok", lambda acc: False)
+    with caplog.at_level("WARNING", logger="engine"):
+        out = train.main(tiny_overrides(tmp_path, **NO_EVAL, **{"train.nonfinite": "skip"}))
+    assert out["steps"] == 3
+    assert "skipped" in caplog.text and "train.nonfinite=skip" in caplog.text
+    rows = [r for r in _train_rows(tmp_path / "tiny") if "train/loss" in r]
+    if on_device:  # the step happened (and is logged with its NaN loss), its update did not
+        assert [r["train/skipped_steps"] for r in rows] == [0, 1, 1]
+    else:  # the batch was dropped before backward: three finite steps
+        assert all(torch.isfinite(torch.tensor([r["train/loss"] for r in rows])))
+    model = MultimodalModel.from_pretrained(tmp_path / "tiny")
+    assert all(torch.isfinite(p).all() for p in model.state_dict().values() if p.is_floating_point())

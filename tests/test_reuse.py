@@ -1,5 +1,7 @@
 """Reuse of trained models: init_from (loaded / skipped / new tensors), layer-wise LR decay and LP-FT."""
 
+import json
+
 import pytest
 import torch
 from conftest import tiny_overrides
@@ -24,21 +26,18 @@ def _cfg(tmp_path, run, **extra):
                                                                   "train.init_from": str(run), **extra}))
 
 
-def test_init_from_run_new_label_set(tiny_run, tmp_path, capsys):
+def test_init_from_run_new_label_set(tiny_run, tmp_path):
     cfg = _cfg(tmp_path, tiny_run)
     tokenizer = build_tokenizer(cfg, tiny_run / "model")
-    model = init_from_run(cfg, tiny_run, 3, ["a", "b", "c"], False, tokenizer)
+    model, report = init_from_run(cfg, tiny_run, 3, ["a", "b", "c"], False, tokenizer)
     saved, own = _saved(tiny_run), model.state_dict()
-    report = model.init_report
     assert report.loaded and all(not k.startswith("head.") for k in report.loaded)
     assert sorted(report.skipped) == sorted(k for k in saved if k.startswith("head."))
     assert report.new == [] and report.unused == []
     for name in report.loaded:
         assert torch.equal(own[name], saved[name]), name
     assert model.label_names == ["a", "b", "c"] and model(_batch(tokenizer))["logits"].shape == (2, 3)
-    printed = capsys.readouterr().out
-    assert f"{len(report.loaded)} tensors loaded" in printed
-    assert all(f"skipped  {k}" in printed for k in report.skipped)
+    assert report.summary().startswith(f"init_from {tiny_run / 'model'}: {len(report.loaded)} tensors loaded")
 
 
 def _batch(tokenizer):
@@ -52,9 +51,9 @@ def test_shape_mismatch_is_an_error_unless_skipped(tiny_run, tmp_path):
     cfg = _cfg(tmp_path, tiny_run, **{"model.fusion.dim": 48})
     tokenizer = build_tokenizer(cfg, tiny_run / "model")
     with pytest.raises(CheckpointMismatchError, match=r"(?s)fusion\.\S+: saved .*train.init_skip=\[fusion\.\*\]"):
-        init_from_run(cfg, tiny_run, 2, ["false", "true"], False, tokenizer, verbose=False)
+        init_from_run(cfg, tiny_run, 2, ["false", "true"], False, tokenizer)
     cfg = _cfg(tmp_path, tiny_run, **{"model.fusion.dim": 48, "train.init_skip": "[fusion.*]"})
-    report = init_from_run(cfg, tiny_run, 2, ["false", "true"], False, tokenizer, verbose=False).init_report
+    _, report = init_from_run(cfg, tiny_run, 2, ["false", "true"], False, tokenizer)
     assert any(k.startswith("fusion.") for k in report.skipped)
     assert all(k.startswith(("text.", "vision.")) for k in report.loaded)
 
@@ -67,11 +66,15 @@ def test_unused_and_new_tensors_are_reported():
     assert report.new == ["1.weight", "1.bias"] and torch.equal(model[0].weight, torch.ones(2, 2))
 
 
-def test_train_from_run_with_linear_probe_then_finetune(tiny_run, tmp_path, capsys):
+def test_train_from_run_with_linear_probe_then_finetune(tiny_run, tmp_path, caplog):
     saved = _saved(tiny_run)
     common = {"model.fusion.name": "concat", "train.init_from": str(tiny_run), "train.max_steps": 2}
-    train.main(tiny_overrides(tmp_path, "lp", **common, **{"train.linear_probe_steps": 2}))
-    assert "tensors loaded" in capsys.readouterr().out
+    with caplog.at_level("INFO", logger="engine"):
+        train.main(tiny_overrides(tmp_path, "lp", **common, **{"train.linear_probe_steps": 2}))
+    lines = [r.getMessage() for r in caplog.records if "tensors loaded" in r.getMessage()]
+    assert len(lines) == 1 and "init_report.json" in lines[0]  # one line; every tensor is in the file
+    report = json.loads((tmp_path / "lp" / "init_report.json").read_text())
+    assert set(report["loaded"]) | set(report["skipped"]) == set(saved)
     probed = _saved(tmp_path / "lp")
     enc = [k for k in saved if k.startswith(("text.", "vision.")) and saved[k].dtype.is_floating_point]
     assert all(torch.equal(probed[k], saved[k]) for k in enc)  # encoders untouched while probing
@@ -83,14 +86,13 @@ def test_train_from_run_with_linear_probe_then_finetune(tiny_run, tmp_path, caps
 
 def test_layer_decay_scales_encoder_layers(tiny_run):
     model = MultimodalModel.from_pretrained(tiny_run)
-    wrapped = torch.nn.ModuleList([model])  # as the trainer passes it: names start with "0."
     depths = encoder_depths(model)
     assert depths == {"text.": 1, "vision.": 1}
     assert layer_id("text.model.embeddings.word_embeddings.weight", 1) == 0
     assert layer_id("text.model.encoder.layer.0.attention.self.query.weight", 1) == 1
     assert layer_id("vision.model.norm.weight", 1) == 2
     assert layer_id("vision.model.layer3.0.conv1.weight", 4) == 3  # ResNet stages
-    groups = param_groups(wrapped, lr=1.0, encoder_lr=0.1, weight_decay=0.01, layer_decay=0.5)
+    groups = param_groups(model, lr=1.0, encoder_lr=0.1, weight_decay=0.01, layer_decay=0.5)
     lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
     named = dict(model.named_parameters())
     assert lr_of[id(named["text.model.embeddings.word_embeddings.weight"])] == pytest.approx(0.1 * 0.25)
@@ -98,5 +100,5 @@ def test_layer_decay_scales_encoder_layers(tiny_run):
     assert lr_of[id(named["vision.model.norm.weight"])] == pytest.approx(0.1)
     assert all(lr == 1.0 for n, p in named.items() if n.startswith(("fusion.", "head.")) for lr in [lr_of[id(p)]])
     assert layer_lr_scale("fusion.mlp.0.weight", depths, 0.5) == 1.0
-    plain = param_groups(wrapped, lr=1.0, encoder_lr=0.1, weight_decay=0.01)
+    plain = param_groups(model, lr=1.0, encoder_lr=0.1, weight_decay=0.01)
     assert {g["name"]: g["lr"] for g in plain}["encoder"] == pytest.approx(0.1)

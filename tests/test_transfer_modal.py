@@ -143,7 +143,9 @@ def test_crossmodal_distill_needs_a_text_teacher_space(tiny_run, tmp_path):
     from models import MultimodalModel
 
     student = MultimodalModel.from_pretrained(tiny_run)
-    assert task.setup(student).out_features == student.text.dim  # no alignment: the teacher's pooled text space
+    task.setup(student)
+    assert task.extras["projection"].out_features == student.text.dim  # no alignment: the teacher's text space
+    assert not any(p.requires_grad for part in (student.text, student.fusion, student.head) for p in part.parameters())
     only_image = {**student.model_cfg, "fusion": {**student.model_cfg["fusion"], "name": "image_only"}}
     with pytest.raises(ValueError, match="model.fusion.name=concat"):
         task.setup(MultimodalModel(only_image, 2, image_overrides=student.image_overrides))

@@ -2,7 +2,7 @@
 and retrieval metrics (R@1/5/10 in both directions).
 
 The task projects each tower's pooled vector into a shared space with its own linear map; the projections and the
-temperature are the task's extra trainable module, saved with the run as ``model/task_state.safetensors``.
+temperature are the task's trainable extras (``extras.align``), saved with the run as ``model/task_state.safetensors``.
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ def recall_at_k(query: Tensor, gallery: Tensor, query_ids: Tensor, gallery_ids: 
 
 @register_task("contrastive")
 class ContrastiveTask(Task):
-    """CLIP-style alignment of the model's two towers; the fusion module and head are not trained by it.
+    """CLIP-style alignment of the model's two towers; the fusion module and head are not trained by it (they are
+    frozen in :meth:`setup`, so no optimizer state or gradient synchronisation is spent on them).
 
     Args:
         dim: width of the shared embedding space.
@@ -97,38 +98,39 @@ class ContrastiveTask(Task):
     """
 
     def __init__(self, dim: int = 128, temperature: float = 0.07, pairs: str = "positive", dedupe: bool = True):
+        super().__init__()
         if pairs not in PAIRS:
             raise ValueError(f"contrastive: pairs must be one of {PAIRS}, got {pairs!r}")
         self.dim, self.temperature, self.pairs, self.dedupe = dim, temperature, pairs, dedupe
-        self.heads: AlignmentHeads | None = None
 
-    def setup(self, model: nn.Module) -> nn.Module:
+    def setup(self, model: nn.Module) -> None:
         if model.text is None or model.vision is None:
             raise ValueError("contrastive alignment needs both towers; use a fusion that reads text and image "
                              f"(model.fusion.name=concat), not one reading only {model.modalities}")
-        self.heads = AlignmentHeads(model.text.dim, model.vision.dim, self.dim, self.temperature)
-        return self.heads
+        self.extras["align"] = AlignmentHeads(model.text.dim, model.vision.dim, self.dim, self.temperature)
+        model.fusion.requires_grad_(False)
+        model.head.requires_grad_(False)
 
-    def bind(self, extra: nn.Module) -> None:
-        self.heads = extra
+    @property
+    def heads(self) -> AlignmentHeads:
+        return self.extras["align"]
+
+    def calibrate(self, accelerator, model, loader, model_dir) -> None:
+        return None  # no decision thresholds: the metrics are retrieval recalls
 
     def embed(self, out: dict[str, Any]) -> tuple[Tensor, Tensor]:
         """Model outputs -> normalised ``(B, dim)`` text and image embeddings."""
-        heads = getattr(self.heads, "module", self.heads)  # unwrapped when DDP-wrapped
-        return (F.normalize(heads.text(out["text"].pooled), dim=-1),
-                F.normalize(heads.image(out["image"].pooled), dim=-1))
+        return (F.normalize(self.heads.text(out["text"].pooled), dim=-1),
+                F.normalize(self.heads.image(out["image"].pooled), dim=-1))
 
-    def __call__(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
+    def forward(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
         out = model(batch)
         keep = pair_mask(batch, self.pairs)
         text, image = self.embed(out)
         caption = caption_ids(batch["input_ids"], batch["attention_mask"])[keep] if self.dedupe else None
-        heads = getattr(self.heads, "module", self.heads)
-        # Keeps every parameter in the graph (the head and fusion get a zero gradient) so DDP sees no unused ones.
-        zero = 0.0 * out["logits"].sum()
-        loss = clip_loss(text[keep], image[keep], heads.logit_scale, caption) + zero
-        return {"loss": loss, "temperature": 1.0 / heads.logit_scale.exp().detach(), "pairs": keep.sum().float(),
-                "outputs": out}
+        loss = clip_loss(text[keep], image[keep], self.heads.logit_scale, caption)
+        return {"loss": loss, "temperature": 1.0 / self.heads.logit_scale.exp().detach(),
+                "pairs": keep.sum().float(), "outputs": out}
 
     @torch.no_grad()
     def embed_loader(self, accelerator, model: nn.Module, loader) -> dict[str, Tensor]:
@@ -148,7 +150,7 @@ class ContrastiveTask(Task):
         keep = out.pop("keep")
         return {k: v[keep] for k, v in out.items()}
 
-    def evaluate(self, accelerator, model: nn.Module, loader) -> dict[str, float]:
+    def evaluate(self, accelerator, model: nn.Module, loader, **options: Any) -> dict[str, Any]:
         """Retrieval on the pair rows of ``loader``: ``i2t_r@k``, ``t2i_r@k`` (k = 1, 5, 10), ``r@1_mean`` and the
         chance rate of R@1 (``chance_r@1``, the mean frequency of a query's caption)."""
         emb = self.embed_loader(accelerator, model, loader)
@@ -156,4 +158,5 @@ class ContrastiveTask(Task):
         t2i = recall_at_k(emb["text"], emb["image"], emb["caption"], emb["caption"])
         same = (emb["caption"][:, None] == emb["caption"][None, :]).float().mean().item()
         metrics = {f"i2t_r@{k}": v for k, v in i2t.items()} | {f"t2i_r@{k}": v for k, v in t2i.items()}
-        return {**metrics, "r@1_mean": (i2t[1] + t2i[1]) / 2, "chance_r@1": same, "n": float(len(emb["caption"]))}
+        return {"overall": {**metrics, "r@1_mean": (i2t[1] + t2i[1]) / 2, "chance_r@1": same,
+                            "n": float(len(emb["caption"]))}}

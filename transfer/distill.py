@@ -7,8 +7,8 @@
   the teacher's embedding of the paired text, so the image tower inherits the teacher's text space without labels.
 
 Teachers are loaded with ``MultimodalModel.from_pretrained``, frozen, kept in eval mode, run under ``no_grad`` and
-moved to the accelerator's device in ``on_prepared``. ``cache=True`` keeps teacher outputs per dataset row (valid
-only without random augmentation, since the teacher would see other pixels each epoch).
+moved to the training device with the task (:meth:`engine.tasks.Task.place`). ``cache=True`` keeps teacher outputs
+per dataset row (valid only without random augmentation, since the teacher would see other pixels each epoch).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from models import MultimodalModel
 
 from .contrastive import PAIRS, AlignmentHeads, caption_ids, pair_mask, recall_at_k
 from .losses import feature_kd, logit_kd
+from .zero_shot import load_aligned
 
 
 def load_teacher(path: str) -> MultimodalModel:
@@ -49,29 +50,34 @@ def check_same_inputs(student: MultimodalModel, teacher: MultimodalModel, path: 
 
 
 class _TeacherTask(Task):
-    """Holds a frozen teacher; moves it to the training device and optionally caches its outputs by row."""
+    """Holds a frozen teacher (a submodule of the task, so :meth:`Task.place` moves it to the training device) and
+    optionally caches its outputs by dataset row.
+
+    The cache looks rows up by index on the host, so with ``cache=True`` each step reads the batch's row indices
+    back from the device; without it the teacher runs on every batch and nothing is read.
+    """
 
     teacher: MultimodalModel
 
     def __init__(self, teacher: str, cache: bool = False):
+        super().__init__()
         if not teacher:
             raise ValueError(f"{self.task_name}: set train.task_params.teacher to a trained run folder")
         self.teacher_path, self.cache = teacher, cache
         self._cache: dict[int, Tensor] = {}
 
-    def on_prepared(self, accelerator) -> None:
-        self.teacher.to(accelerator.device)
-
     @torch.no_grad()
     def teacher_outputs(self, batch: dict[str, Any]) -> Tensor:
         """``(B, ...)`` teacher targets for the batch, from the cache where possible."""
+        if not self.cache:
+            self.teacher.eval()
+            return self.compute_targets(batch).float()
         index = batch["index"].tolist()
-        if self.cache and all(i in self._cache for i in index):
+        if all(i in self._cache for i in index):
             return torch.stack([self._cache[i] for i in index]).to(batch["index"].device)
         self.teacher.eval()  # stays in eval mode even if someone called .train() on everything
         targets = self.compute_targets(batch).float()
-        if self.cache:
-            self._cache.update({i: t.cpu() for i, t in zip(index, targets)})
+        self._cache.update({i: t.cpu() for i, t in zip(index, targets)})
         return targets
 
     def compute_targets(self, batch: dict[str, Any]) -> Tensor:  # pragma: no cover
@@ -117,9 +123,8 @@ class DistillTask(_TeacherTask):
             raise ValueError(f"distill: labelled_fraction must be in (0, 1], got {labelled_fraction}")
         self.temperature, self.alpha, self.feature_weight = temperature, alpha, feature_weight
         self.labelled_fraction = labelled_fraction
-        self.projection: nn.Module | None = None
 
-    def setup(self, model: nn.Module) -> nn.Module | None:
+    def setup(self, model: nn.Module) -> None:
         self.teacher = load_teacher(self.teacher_path)
         check_same_inputs(model, self.teacher, self.teacher_path)
         if self.teacher.num_outputs != model.num_outputs:
@@ -127,18 +132,14 @@ class DistillTask(_TeacherTask):
                              f"{model.num_outputs}; distil on the dataset the teacher was trained on")
         widths = (model.fusion.out_dim, self.teacher.fusion.out_dim)
         if self.feature_weight > 0 and widths[0] != widths[1]:
-            self.projection = nn.Linear(*widths)
-        return self.projection
-
-    def bind(self, extra: nn.Module | None) -> None:
-        self.projection = extra
+            self.extras["projection"] = nn.Linear(*widths)
 
     def compute_targets(self, batch: dict[str, Any]) -> Tensor:
         out = self.teacher(batch)
         # logits then features in one tensor, so one cache serves both
         return torch.cat([out["logits"], out["features"]], -1) if self.feature_weight > 0 else out["logits"]
 
-    def __call__(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
+    def forward(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
         out = model(batch)
         target = self.teacher_outputs(batch)
         n = out["logits"].shape[-1]
@@ -153,7 +154,8 @@ class DistillTask(_TeacherTask):
         loss = (1 - self.alpha) * ce + self.alpha * kd
         result = {"ce": ce.detach(), "kd": kd.detach()}
         if self.feature_weight > 0:
-            feat = feature_kd(out["features"], target[:, n:], self.projection)
+            feat = feature_kd(out["features"], target[:, n:], self.extras["projection"]
+                              if "projection" in self.extras else None)
             loss = loss + self.feature_weight * feat
             result["feature_kd"] = feat.detach()
         return {"loss": loss, **result, "outputs": out}
@@ -181,11 +183,8 @@ class CrossModalDistillTask(_TeacherTask):
             raise ValueError(f"crossmodal_distill: pairs must be one of {PAIRS}, got {pairs!r}")
         self.pairs = pairs
         self.teacher_heads: AlignmentHeads | None = None
-        self.projection: nn.Module | None = None
 
-    def setup(self, model: nn.Module) -> nn.Module:
-        from .zero_shot import load_aligned
-
+    def setup(self, model: nn.Module) -> None:
         if model.vision is None or model.text is None:
             raise ValueError("crossmodal_distill trains the image tower and feeds the paired captions to the "
                              "teacher, so the batches need both: use a fusion reading text and image "
@@ -195,34 +194,29 @@ class CrossModalDistillTask(_TeacherTask):
             raise ValueError(f"teacher {self.teacher_path!r} has no text tower to distil from")
         check_same_inputs(model, self.teacher, self.teacher_path)
         width = self.teacher_heads.text.out_features if self.teacher_heads is not None else self.teacher.text.dim
-        self.projection = nn.Linear(model.vision.dim, width)
-        return self.projection
+        self.extras["projection"] = nn.Linear(model.vision.dim, width)
+        for part in (model.text, model.fusion, model.head):  # only the image tower learns from this objective
+            part.requires_grad_(False)
 
-    def bind(self, extra: nn.Module) -> None:
-        self.projection = extra
-
-    def on_prepared(self, accelerator) -> None:
-        super().on_prepared(accelerator)
-        if self.teacher_heads is not None:
-            self.teacher_heads.to(accelerator.device)
+    def calibrate(self, accelerator, model, loader, model_dir) -> None:
+        return None  # no decision thresholds: the metrics are retrieval recalls
 
     def compute_targets(self, batch: dict[str, Any]) -> Tensor:
         pooled = self.teacher.text(batch["input_ids"], batch["attention_mask"]).pooled
         return F.normalize(self.teacher_heads.text(pooled) if self.teacher_heads is not None else pooled, dim=-1)
 
     def student_embedding(self, out: dict[str, Any]) -> Tensor:
-        return F.normalize(self.projection(out["image"].pooled), dim=-1)
+        return F.normalize(self.extras["projection"](out["image"].pooled), dim=-1)
 
-    def __call__(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
+    def forward(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
         out = model(batch)
         keep = pair_mask(batch, self.pairs)
         target = self.teacher_outputs(batch)
-        zero = 0.0 * out["logits"].sum()  # every parameter stays in the graph (DDP), with a zero gradient
-        loss = feature_kd(self.student_embedding(out)[keep], target[keep]) + zero
+        loss = feature_kd(self.student_embedding(out)[keep], target[keep])
         return {"loss": loss, "pairs": keep.sum().float(), "outputs": out}
 
     @torch.no_grad()
-    def evaluate(self, accelerator, model: nn.Module, loader) -> dict[str, float]:
+    def evaluate(self, accelerator, model: nn.Module, loader, **options: Any) -> dict[str, Any]:
         was_training = model.training
         model.eval()
         parts: dict[str, list[Tensor]] = {"image": [], "text": [], "caption": [], "keep": []}
@@ -238,5 +232,5 @@ class CrossModalDistillTask(_TeacherTask):
         i2t = recall_at_k(emb["image"], emb["text"], emb["caption"], emb["caption"])
         cosine = (emb["image"] * emb["text"]).sum(-1).mean().item()
         chance = (emb["caption"][:, None] == emb["caption"][None, :]).float().mean().item()
-        return {**{f"i2t_r@{k}": v for k, v in i2t.items()}, "cosine": cosine, "chance_r@1": chance,
-                "n": float(len(keep.nonzero()))}
+        return {"overall": {**{f"i2t_r@{k}": v for k, v in i2t.items()}, "cosine": cosine, "chance_r@1": chance,
+                            "n": float(len(keep.nonzero()))}}

@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from sklearn.linear_model import LogisticRegression
 from torch import Tensor
 
 from models import MultimodalModel
-from models.multimodal import resolve_model_dir
+from models.folder import TASK_STATE, resolve_model_dir
 
 from .contrastive import AlignmentHeads
 
@@ -29,10 +30,6 @@ def load_aligned(path: str | Path, require_heads: bool = True) -> tuple[Multimod
         path: run folder or model directory.
         require_heads: raise if the run has no ``task_state.safetensors``; otherwise return ``None`` heads.
     """
-    from safetensors.torch import load_file
-
-    from engine.checkpoint import TASK_STATE
-
     directory = resolve_model_dir(path)
     model = MultimodalModel.from_pretrained(directory).eval().requires_grad_(False)
     state_file = directory / TASK_STATE
@@ -41,13 +38,12 @@ def load_aligned(path: str | Path, require_heads: bool = True) -> tuple[Multimod
             raise FileNotFoundError(f"{state_file} is missing: {str(path)!r} was not trained with "
                                     "train.task=contrastive, so it has no aligned image-text space")
         return model, None
-    state = load_file(str(state_file))
+    state = {k.removeprefix("align."): v for k, v in load_file(str(state_file)).items() if k.startswith("align.")}
     if "text.weight" not in state or model.text is None or model.vision is None:
         if require_heads:
-            raise ValueError(f"{str(path)!r} holds no contrastive alignment projections (text.weight)")
+            raise ValueError(f"{str(path)!r} holds no contrastive alignment projections (align.text.weight)")
         return model, None
-    dim = state["text.weight"].shape[0]
-    heads = AlignmentHeads(model.text.dim, model.vision.dim, dim, 0.07)
+    heads = AlignmentHeads(model.text.dim, model.vision.dim, state["text.weight"].shape[0], 0.07)
     heads.load_state_dict(state)
     return model, heads.eval().requires_grad_(False)
 

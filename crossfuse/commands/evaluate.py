@@ -1,7 +1,8 @@
 """Evaluate a trained run: ``python evaluate.py runs/quickstart [key=value ...] [--out eval.json]``.
 
-Reloads the run's saved config and best model, evaluates the eval split and the test split (overall, per
-language, with the text and then the image masked), prints a table and writes JSON.
+Reloads the run's saved config, best model and task, and evaluates the eval split and the test split the way the
+run's task does at the end of training (classification: overall, per language, with the text and then the image
+masked, at the thresholds saved with the model; contrastive: retrieval), prints a table and writes JSON.
 """
 
 from __future__ import annotations
@@ -11,12 +12,17 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
+import merging  # noqa: F401  (registers its tasks: the run's task evaluates it)
+import transfer  # noqa: F401
 from deploy import load_for_inference, resolve_folder
 from engine.builders import build_dataset, build_loader, build_tokenizer
 from engine.checkpoint import write_json_atomic
-from engine.config import load_config
+from engine.config import load_config, to_dict
 from engine.distributed import multi_process_cpu
-from engine.evaluation import evaluate_splits, format_table, load_thresholds, write_predictions
+from engine.evaluation import evaluate_splits, format_table, write_predictions
+from engine.tasks import create_task
+from models import MultimodalModel
+from models.folder import load_task_state, load_thresholds
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -36,6 +42,13 @@ def main(argv: list[str] | None = None) -> dict:
     model_dir = resolve_folder(run_dir)  # a run's model/, or an export folder written by export.py
     acc = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=multi_process_cpu())
     model = load_for_inference(model_dir)  # float, int8, pruned or ONNX Runtime
+    task = create_task(cfg.train.task, **to_dict(cfg.train.task_params))
+    if isinstance(model, MultimodalModel):  # an export is evaluated by its logits alone
+        task.setup(model)
+        task.place(acc.device)
+        if len(task.extras):
+            load_task_state(task.extras, model_dir)
+            task.extras.to(acc.device)
     tokenizer = build_tokenizer(cfg, model_dir)
     loaders, languages = {}, []
     if cfg.data.eval_split:
@@ -45,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     prepared = acc.prepare(model, *loaders.values())
     model, loaders = prepared[0], dict(zip(loaders, prepared[1:]))
     threshold = load_thresholds(model_dir, acc.unwrap_model(model).label_names)  # multi-label, tuned on val
-    results = evaluate_splits(cfg, acc, model, tokenizer, languages, loaders, threshold=threshold)
+    results = evaluate_splits(cfg, acc, task, model, tokenizer, languages, loaders, threshold=threshold)
     if args.predictions:
         test_set = build_dataset(cfg, cfg.data.test_split or cfg.data.eval_split, cfg.data.eval_languages)
         loader = acc.prepare(build_loader(cfg, test_set, tokenizer, acc.unwrap_model(model).image_data_config,

@@ -6,7 +6,8 @@
 
 MODEL is a run folder, a ``save_pretrained`` folder or an export folder (int8, pruned, onnx). Each output line is
 ``{"id", "text", "image", "prediction", "probabilities": {label: p}}``; multi-label models predict every label
-with probability >= 0.5. Batched (``--batch-size``), with a progress bar on stderr.
+whose probability reaches its threshold (tuned on the eval split and saved with the model, as evaluate.py uses).
+Batched (``--batch-size``), with a progress bar on stderr.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoTokenizer
 
 from deploy import load_for_inference, resolve_folder
 from deploy.inputs import prediction_loader, records_from_args, records_from_folder, records_from_jsonl
+from models.errors import ModelNotAvailableError
+from models.folder import TOKENIZER, load_thresholds, load_tokenizer
 
 
 def _max_length(folder: Path, default: int) -> int:
@@ -60,10 +63,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
         records = records_from_args(args.image, args.text)
     folder = resolve_folder(args.model)
     model = load_for_inference(folder)
-    tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer") \
-        if "text" in model.modalities and (folder / "tokenizer").is_dir() else None
+    tokenizer = load_tokenizer(folder) if "text" in model.modalities else None
+    if "text" in model.modalities and tokenizer is None:
+        raise ModelNotAvailableError(f"{folder / TOKENIZER} is missing: the model reads text and its tokenizer is "
+                                     "saved there by train.py; copy the run's model/tokenizer/ folder back")
     loader = prediction_loader(records, model, tokenizer, args.max_length or _max_length(folder, 64), args.batch_size)
     names = model.label_names
+    # Multi-label: the per-label thresholds tuned on the eval split and saved with the model, as evaluate.py uses.
+    thresholds = np.broadcast_to(load_thresholds(folder, names), (len(names),)).tolist()
     rows = []
     out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
     try:
@@ -73,7 +80,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for i, p in zip(batch["index"].tolist(), probs.tolist()):
                 record = records[i]
                 if model.multi_label:
-                    prediction: str | list[str] = [n for n, q in zip(names, p) if q >= 0.5]
+                    prediction: str | list[str] = [n for n, q, t in zip(names, p, thresholds) if q >= t]
                 else:
                     prediction = names[max(range(len(p)), key=p.__getitem__)]
                 row = {"id": record["id"], "text": record["text"], "image": record["image"],

@@ -11,6 +11,7 @@ import merging  # noqa: F401  (registers multi_teacher_distill)
 import transfer  # noqa: F401  (registers contrastive, distill, crossmodal_distill)
 from crossfuse.cli import split_config_and_overrides
 from engine.config import load_config
+from engine.evaluation import format_table
 from engine.trainer import Trainer
 
 
@@ -21,5 +22,12 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     experiment, overrides = split_config_and_overrides(args.config)
     cfg = load_config(experiment, overrides)
-    return Trainer(cfg, resume=args.resume).fit()
+    trainer = Trainer(cfg, resume=args.resume)
+    doc = trainer.fit()
+    if trainer.accelerator.is_main_process and "results" in doc:
+        print(format_table(doc["results"]))
+        if "weight_averaging" in doc:
+            wa = doc["weight_averaging"]
+            print(f"{wa['name']} model ({wa['updates']} updates):\n{format_table(wa['results'])}")
+    return doc
 

@@ -1,0 +1,96 @@
+"""The files of a saved model folder, named once.
+
+A model folder (``save_pretrained``, a run's ``model/``, a merge's output) holds:
+
+* ``model.safetensors`` — every tensor of the model (never pickled);
+* ``crossfuse.json`` — the model config, labels and image preprocessing (:meth:`MultimodalModel.config_dict`);
+* ``text_config/`` — the text tower's HuggingFace config, so the tower is rebuilt without a download;
+* ``tokenizer/`` — the tokenizer the model was trained with;
+* ``thresholds.json`` — per-label decision thresholds of a multi-label model, tuned on the eval split;
+* ``task_state.safetensors`` — the trainable extras of the task that trained it (e.g. alignment projections).
+
+Export folders (``deploy/``) add ``export.json`` and their own weight files; run folders hold a model folder as
+``model/`` beside ``config.yaml``. Everything that reads or writes one of these files goes through this module, so
+``evaluate.py`` and ``predict.py`` cannot disagree about them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .errors import ModelNotAvailableError
+
+WEIGHTS = "model.safetensors"
+CONFIG = "crossfuse.json"
+TEXT_CONFIG = "text_config"
+TOKENIZER = "tokenizer"
+THRESHOLDS = "thresholds.json"
+TASK_STATE = "task_state.safetensors"
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """The model folder of ``path``: ``path`` itself or its ``model/`` subfolder (a run folder)."""
+    path = Path(path)
+    for candidate in (path, path / "model"):
+        if (candidate / CONFIG).is_file() and (candidate / WEIGHTS).is_file():
+            return candidate
+    raise ModelNotAvailableError(
+        f"{str(path)!r} is not a saved crossfuse model: expected {CONFIG} and {WEIGHTS} in it or in its model/ "
+        "subfolder (a run folder written by train.py, or a directory written by save_pretrained)")
+
+
+def read_info(directory: str | Path) -> dict[str, Any]:
+    """The parsed ``crossfuse.json`` of a model or export folder."""
+    path = Path(directory) / CONFIG
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelNotAvailableError(f"{path} does not exist: {directory} is not a saved crossfuse model") from None
+    except json.JSONDecodeError as err:
+        raise ModelNotAvailableError(f"{path} is not valid JSON ({err}); the file was edited or truncated: restore "
+                                     "it from the run that wrote it") from None
+
+
+def load_tokenizer(directory: str | Path):
+    """The tokenizer saved in the folder, or None when the model has none (no text tower)."""
+    source = Path(directory) / TOKENIZER
+    if not source.is_dir():
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(source)
+
+
+def save_thresholds(directory: str | Path, label_names: list[str], thresholds: np.ndarray) -> Path:
+    path = Path(directory) / THRESHOLDS
+    path.write_text(json.dumps(dict(zip(label_names, np.asarray(thresholds).tolist())), indent=1))
+    return path
+
+
+def load_thresholds(directory: str | Path, label_names: list[str]) -> float | np.ndarray:
+    """The per-label thresholds saved with the model (in label order), or 0.5 when none were saved."""
+    path = Path(directory) / THRESHOLDS
+    if not path.is_file():
+        return 0.5
+    saved = json.loads(path.read_text())
+    return np.array([saved.get(name, 0.5) for name in label_names])
+
+
+def save_task_state(module: nn.Module, directory: str | Path) -> None:
+    """Write a task's trainable extras beside the model."""
+    save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
+              str(Path(directory) / TASK_STATE), metadata={"format": "pt"})
+
+
+def load_task_state(module: nn.Module, directory: str | Path) -> None:
+    path = Path(directory) / TASK_STATE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the model in {directory} was not saved by a task with its own "
+                                "trainable module (e.g. train.task=contrastive)")
+    module.load_state_dict(load_file(str(path)))
