@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate.utils import gather_object, set_seed
+from accelerate.utils import set_seed
 from omegaconf import DictConfig
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
@@ -34,7 +33,9 @@ from .finetune import drop_encoder_grads, set_train_mode
 from .init_from import InitReport, init_from_run
 from .nonfinite import NonFiniteGuard
 from .optim import build_optimizer, build_scheduler
-from .run_folder import RunExistsError, RunFolder  # noqa: F401  (RunExistsError: part of the trainer's API)
+from .reporting import StepMeter, log_values, report_init, report_skips
+from .run_folder import RunFolder
+from .selection import BestModel
 from .signals import StopSignals
 from .tasks import TaskModel, create_task
 from .tracking import tracker_config, tracker_init_kwargs
@@ -43,17 +44,16 @@ logger = logging.getLogger(__name__)
 
 
 class Trainer:
-    """Holds everything a run needs; ``fit()`` trains, evaluates and writes the run folder (:mod:`engine.run_folder`).
-    """
+    """Holds everything a run needs; ``fit()`` trains, evaluates and writes the run folder."""
 
     def __init__(self, cfg: DictConfig, resume: str | None = None):
         self.cfg = cfg
-        run = RunFolder(Path(cfg.run.output_dir) / cfg.run.name)
-        run.check_can_start(resume, cfg.run.overwrite)
+        self.run = RunFolder(Path(cfg.run.output_dir) / cfg.run.name)
+        self.run.check_can_start(resume, cfg.run.overwrite)
         self.task = create_task(cfg.train.task, **to_dict(cfg.train.task_params))
         idle = get_fusion_class(cfg.model.fusion.name).idle_parameters or self.task.find_unused_parameters
-        self.accelerator = acc = make_accelerator(cfg, run.path, find_unused_parameters=idle)
-        self.run = RunFolder(run.path, acc.is_main_process)
+        self.accelerator = acc = make_accelerator(cfg, self.run.path, find_unused_parameters=idle)
+        self.run.is_main = acc.is_main_process
         set_seed(cfg.run.seed)
         with acc.main_process_first():  # the embedded benchmark is generated once, by the main process
             self.train_set = self.task.train_dataset(cfg) or build_dataset(cfg, cfg.data.train_split,
@@ -89,6 +89,7 @@ class Trainer:
         self.guard = NonFiniteGuard(cfg.train.nonfinite, self.optimizer.optimizer if acc.scaler is None else None,
                                     acc.device)
         self.state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "best_step": None}
+        self.best = BestModel(cfg.train.best_metric, cfg.train.best_mode, self.state)
         self.resume_from = resolve_resume(self.run.path, resume)
         wa = cfg.train.weight_averaging  # EMA / SWA of the weights, saved as <run>/model_ema or model_swa
         self.averager = None if wa.name == "none" else \
@@ -124,7 +125,8 @@ class Trainer:
         if cfg.run.tracker != "none":
             acc.init_trackers(cfg.run.project, config=tracker_config(cfg),
                               init_kwargs=tracker_init_kwargs(cfg, self.run.path, acc.is_main_process))
-        self._write_init_report()
+        if self.init_report is not None and self.resume_from is None:
+            report_init(self.run, self.init_report)
         if self.resume_from is not None:
             state.update(load_checkpoint(acc, self.resume_from, self.averager))
             if acc.is_main_process:
@@ -133,7 +135,7 @@ class Trainer:
         self._train_mode()
         bar = tqdm(total=self.total_steps, initial=state["step"], desc="train", dynamic_ncols=True,
                    disable=not (acc.is_local_main_process and cfg.run.progress_bar))
-        skipped, self.meter = [], _Meter()
+        skipped, self.meter = [], StepMeter()
         interrupted = None
         while state["step"] < self.total_steps and state["epoch"] < self.epochs and interrupted is None:
             self.train_loader.set_epoch(state["epoch"])
@@ -182,7 +184,7 @@ class Trainer:
             self._eval_and_keep_best()
         if self.eval_loader is None:
             self._save_model(self.run.path / "model")
-        self._report_skips(skipped)
+        report_skips(self.run, acc, skipped, {"train": self.train_set, "val": self.eval_set})
         results = self._final_evaluation()
         if self.averager is not None:
             results["weight_averaging"] = self._finish_averaging()
@@ -214,18 +216,7 @@ class Trainer:
         return out
 
     def _log(self, out: dict[str, Any], step: int) -> float:
-        """Log step: the one place the loop reads values back from the device (a single transfer)."""
-        scalars = {f"train/{k}": v for k, v in out.items()
-                   if k not in ("outputs", "grad_norm") and torch.is_tensor(v) and v.numel() == 1}
-        scalars["train/grad_norm"] = out["grad_norm"]
-        scalars = {k: v for k, v in scalars.items() if v is not None}
-        read = torch.stack([v.detach().float().reshape(()) for v in scalars.values()] + self.guard.values()).tolist()
-        values = dict(zip(scalars, read))
-        values.update(self.guard.check(*read[-2:]))
-        values.update(self.meter.rates(self.accelerator.num_processes))
-        values.update({f"lr/{g.get('name', i)}": g["lr"] for i, g in enumerate(self.optimizer.param_groups)})
-        if torch.cuda.is_available():
-            values["gpu/max_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
+        values = log_values(out, self.guard, self.meter, self.optimizer, self.accelerator.num_processes)
         self._record(values, step)
         return values["train/loss"]
 
@@ -271,21 +262,11 @@ class Trainer:
     def _eval_and_keep_best(self) -> None:
         self.guard.check_now()
         res = self.task.evaluate(self.accelerator, self.trainable, self.eval_loader, languages=self.languages,
-                                 reference_language=self._reference_language())
-        metric = res["overall"].get(self.cfg.train.best_metric)
-        if metric is None:
-            raise KeyError(f"train.best_metric={self.cfg.train.best_metric!r} is not among the metrics "
-                           f"{sorted(res['overall'])}")
-        step = self.state["step"]
-        self._record({f"val/{k}": v for k, v in res["overall"].items()}, step)
-        best = self.state["best"]
-        if best is None or (metric > best if self.cfg.train.best_mode == "max" else metric < best):
-            self.state.update(best=metric, best_step=step)
+                                 reference_language=(self.cfg.data.languages or [None])[0])
+        self._record({f"val/{k}": v for k, v in res["overall"].items()}, self.state["step"])
+        if self.best.update(res["overall"], self.state["step"]):
             self._save_model(self.run.path / "model")
         self._train_mode()
-
-    def _reference_language(self) -> str | None:
-        return self.cfg.data.languages[0] if self.cfg.data.languages else None
 
     def _final_evaluation(self) -> dict[str, Any]:
         """Reload the best model and evaluate it on the eval and test splits."""
@@ -316,43 +297,3 @@ class Trainer:
         doc = {"name": avg.name, "updates": avg.num_updates, "folder": avg.folder, "results": results}
         self.run.write_json(f"metrics_{avg.name}.json", doc)
         return doc
-
-    def _report_skips(self, skipped: list[dict]) -> None:
-        """Rows dropped while reading (counted once: every process read the same files) or while loading."""
-        loaded = gather_object(skipped) if self.accelerator.num_processes > 1 else skipped
-        read = [dict(row, split=split) for split, ds in (("train", self.train_set), ("val", self.eval_set))
-                if ds is not None for row in getattr(ds, "skipped", [])]
-        counts = self.run.report_skips(read + list(loaded))
-        if counts:
-            logger.warning("skipped %d rows: %s (details in %s)", sum(counts.values()), counts,
-                           self.run.path / "data_skipped.json")
-
-    def _write_init_report(self) -> None:
-        if self.init_report is not None and self.resume_from is None:
-            path = self.run.write_json("init_report.json", self.init_report.as_dict())
-            logger.info("%s (every tensor in %s)", self.init_report.summary(), path)
-
-
-class _Meter:
-    """Throughput and data-wait between log steps, kept on the host."""
-
-    def __init__(self) -> None:
-        self.start, self.seen, self.wait = time.perf_counter(), 0, 0.0
-
-    def timed(self, loader):
-        """Iterate ``loader``, adding the seconds spent waiting for each batch to ``wait``."""
-        it = iter(loader)
-        while True:
-            start = time.perf_counter()
-            try:
-                batch = next(it)
-            except StopIteration:
-                return
-            self.wait += time.perf_counter() - start
-            yield batch
-
-    def rates(self, processes: int) -> dict[str, float]:
-        elapsed = time.perf_counter() - self.start
-        values = {"train/samples_per_s": self.seen * processes / elapsed, "train/data_wait_frac": self.wait / elapsed}
-        self.start, self.seen, self.wait = time.perf_counter(), 0, 0.0
-        return values

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import AutoConfig
 
-from fusion.registry import create_fusion, get_fusion_class
+from fusion.registry import FUSIONS, create_fusion, get_fusion_class
 
 from .errors import CheckpointMismatchError
 from .folder import CONFIG, TEXT_CONFIG, TOKENIZER, WEIGHTS, read_info, resolve_model_dir
@@ -57,7 +57,8 @@ class MultimodalModel(nn.Module):
         self.label_names = list(label_names or [str(i) for i in range(num_outputs)])
         self.multi_label = multi_label
         self.image_overrides = dict(image_overrides or {})
-        fusion_cfg = model_cfg["fusion"]
+        fusion_cfg = self.model_cfg["fusion"]
+        fusion_cfg["name"] = FUSIONS.resolve(fusion_cfg["name"])  # a renamed method: warn once, save the new name
         modalities = get_fusion_class(fusion_cfg["name"]).modalities
         self.text = self.vision = None
         if "text" in modalities:

@@ -52,3 +52,14 @@ def tiny_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs")
     train.main(tiny_overrides(out, "tiny", **{"train.max_steps": 6, "model.fusion.name": "concat"}))
     return out / "tiny"
+
+
+@pytest.fixture(scope="session")
+def contrastive_run(tmp_path_factory) -> Path:
+    """A tiny run aligned with ``train.task=contrastive`` (its projections in ``model/task_state.safetensors``)."""
+    from crossfuse.commands import train
+
+    out = tmp_path_factory.mktemp("contrastive")
+    train.main(tiny_overrides(out, "clip", **{"train.task": "contrastive", "train.task_params": "{dim: 24}",
+                                              "train.max_steps": 4, "train.best_metric": "r@1_mean"}))
+    return out / "clip"

@@ -283,3 +283,21 @@ def test_learns_and_interaction(name):
 def test_xor_task_needs_both_modalities(name):
     # Sanity check of the task itself: one modality alone is at chance.
     assert train_and_score(name, "xor") < 0.65
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_idle_parameters_is_declared_truthfully(name):
+    """DDP runs without find_unused_parameters unless a method declares ``idle_parameters``: every trainable
+    parameter of a method that does not must get a gradient, with both modalities present and with either absent
+    for the whole batch (the missing-modality embeddings then stand in)."""
+    module = build(name)
+    cls = get_fusion_class(name)
+    idle = set()
+    for absent in (None, "text", "image"):
+        feats = batch()
+        if absent in module.modalities and len(module.modalities) == 2:
+            feats[absent] = feats[absent]._replace(present=torch.zeros(B, dtype=torch.bool))
+        module.zero_grad(set_to_none=True)
+        run(module, feats).sum().backward()
+        idle |= {n for n, p in module.named_parameters() if p.requires_grad and p.grad is None}
+    assert cls.idle_parameters or not idle, f"{name} leaves {sorted(idle)} without a gradient: set idle_parameters"

@@ -8,7 +8,7 @@ from conftest import tiny_overrides
 
 from crossfuse.commands import evaluate, train
 from engine.config import ConfigError
-from engine.trainer import RunExistsError
+from engine.run_folder import RunExistsError
 from models import MultimodalModel
 
 

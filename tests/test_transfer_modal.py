@@ -24,14 +24,6 @@ from transfer.zero_shot import (
 RETRIEVAL_KEYS = {f"{d}_r@{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)}
 
 
-@pytest.fixture(scope="module")
-def contrastive_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("contrastive")
-    train.main(tiny_overrides(out, "clip", **{"train.task": "contrastive", "train.task_params": "{dim: 24}",
-                                              "train.max_steps": 4, "train.best_metric": "r@1_mean"}))
-    return out / "clip"
-
-
 def test_transfer_tasks_are_registered():
     assert {"contrastive", "distill", "crossmodal_distill"} <= set(list_tasks())
     with pytest.raises(KeyError, match="Did you mean 'contrastive'"):
