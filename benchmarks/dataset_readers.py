@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _doc import machine_line, markdown_table, write_section  # noqa: E402
 from PIL import Image
 
-from benchmarks._doc import machine_line, markdown_table, write_section  # noqa: E402
+from crossfuse.commands.validate import main as validate_main  # noqa: E402
 from data import create_dataset  # noqa: E402
-from validate import main as validate_main  # noqa: E402
 
 
 def make_rows(root: Path, rows: int, images: int, size: int) -> None:

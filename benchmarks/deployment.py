@@ -26,8 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 import torch  # noqa: E402
 import yaml  # noqa: E402
-
-from benchmarks._doc import machine_line, markdown_table, write_section  # noqa: E402
+from _doc import machine_line, markdown_table, write_section  # noqa: E402
 
 COMMON = ["data.languages=[en]", "data.eval_languages=[en]", "data.image_size=32", "data.test_split=null",
           "eval.modality_ablation=false", "run.progress_bar=false", "run.log_every=50", "run.overwrite=true",

@@ -47,7 +47,8 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
-from benchmarks._doc import machine_line, markdown_table, mean_std, write_section  # noqa: E402
+from _doc import machine_line, markdown_table, mean_std, write_section  # noqa: E402
+
 from engine.builders import build_dataset, build_loader, build_tokenizer  # noqa: E402
 from engine.config import load_config  # noqa: E402
 from engine.metrics import classification_metrics  # noqa: E402

@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
-from benchmarks._doc import logged, machine_line, markdown_table, mean_std, write_section  # noqa: E402
+from _doc import logged, machine_line, markdown_table, mean_std, write_section  # noqa: E402
+
 from fusion import list_fusions  # noqa: E402
 
 BASELINES = ("text_only", "image_only")

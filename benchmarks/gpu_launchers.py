@@ -28,8 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
 import torch  # noqa: E402
-
-from benchmarks._doc import logged, machine_line, markdown_table, write_section  # noqa: E402
+from _doc import logged, machine_line, markdown_table, write_section  # noqa: E402
 
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch"]
 RESNET = ["model.vision.name=resnet18", "model.vision.kwargs={}"]

@@ -22,10 +22,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
+from _doc import machine_line, markdown_table, write_section  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-import evaluate  # noqa: E402
-from benchmarks._doc import machine_line, markdown_table, write_section  # noqa: E402
+from crossfuse.commands import evaluate  # noqa: E402
 from engine.config import load_config  # noqa: E402
 from engine.trainer import Trainer  # noqa: E402
 from merging import greedy_soup, merge_checkpoints, save_merged  # noqa: E402

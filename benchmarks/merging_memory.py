@@ -22,9 +22,8 @@ import time
 from pathlib import Path
 
 import torch  # noqa: E402
+from _doc import machine_line, markdown_table, write_section  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
-
-from benchmarks._doc import machine_line, markdown_table, write_section  # noqa: E402
 
 TENSOR = (1024, 1024)
 

@@ -38,8 +38,9 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
-import train  # noqa: E402
-from benchmarks._doc import machine_line, markdown_table, mean_std, write_section  # noqa: E402
+from _doc import machine_line, markdown_table, mean_std, write_section  # noqa: E402
+
+from crossfuse.commands import train  # noqa: E402
 from data import generate_shapes, read_jsonl  # noqa: E402
 from data.shapes_text import SHAPES  # noqa: E402
 from transfer.zero_shot import caption_classes  # noqa: E402

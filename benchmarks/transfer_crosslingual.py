@@ -28,10 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
-import distill_multilingual  # noqa: E402
-import evaluate  # noqa: E402
-import train  # noqa: E402
-from benchmarks._doc import machine_line, markdown_table, mean_std, write_section  # noqa: E402
+from _doc import machine_line, markdown_table, mean_std, write_section  # noqa: E402
+
+from crossfuse.commands import distill_multilingual, evaluate, train  # noqa: E402
 
 LANGS = ["en", "de", "fr", "es", "ru"]
 # Small enough to train in a few minutes on one core; pooled-vector fusion, so the distillation (which aligns the

@@ -34,16 +34,16 @@ os.environ.setdefault("WANDB_MODE", "offline")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from _doc import machine_line, markdown_table, mean_std, write_section  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
-import train  # noqa: E402
-from benchmarks._doc import machine_line, markdown_table, mean_std, write_section  # noqa: E402
+from crossfuse.commands import train  # noqa: E402
 from data.shapes_text import COLOURS, SHAPES  # noqa: E402
 from engine.builders import build_dataset, build_loader  # noqa: E402
-from engine.checkpoint import load_task_state  # noqa: E402
 from engine.config import load_config, to_dict  # noqa: E402
 from models import MultimodalModel  # noqa: E402
+from models.folder import load_task_state  # noqa: E402
 from transfer.contrastive import ContrastiveTask  # noqa: E402
 from transfer.zero_shot import (  # noqa: E402
     caption_classes,
@@ -87,7 +87,7 @@ def embeddings(run_dir: Path, split: str, image_fn=None) -> dict:
     cfg = load_config(str(run_dir / "config.yaml"), [])
     model, heads = load_aligned(run_dir)
     task = ContrastiveTask(dim=heads.text.out_features)
-    task.heads = heads
+    task.extras["align"] = heads
     dataset = build_dataset(cfg, split, ["en"])
     dataset.records = [r for r in dataset.records if r["label"] == 1]
     tok = AutoTokenizer.from_pretrained(run_dir / "model" / "tokenizer")
@@ -123,7 +123,7 @@ def student_prototype_accuracy(student_dir: Path | None, teacher_dir: Path, seed
         cfg = load_config(str(student_dir / "config.yaml"), [])
         student = MultimodalModel.from_pretrained(student_dir).eval()
         projection = torch.nn.Linear(student.vision.dim, protos.shape[1])
-        load_task_state(projection, student_dir / "model")
+        load_task_state(torch.nn.ModuleDict({"projection": projection}), student_dir / "model")
     else:  # the same student architecture, untrained
         cfg = load_config(None, COMMON + STUDENT + ["model.fusion.name=concat"])
         torch.manual_seed(seed)

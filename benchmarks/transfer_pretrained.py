@@ -26,8 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
-import train  # noqa: E402
-from benchmarks._doc import machine_line, markdown_table, mean_std, write_section  # noqa: E402
+from _doc import machine_line, markdown_table, mean_std, write_section  # noqa: E402
+
+from crossfuse.commands import distill_multilingual, train  # noqa: E402
 
 TRAIN_WORDS = {
     "positive": ["good", "great", "excellent", "wonderful", "amazing", "fantastic", "lovely", "delightful",
@@ -60,26 +61,19 @@ def write_reviews(root: Path, n_train: int = 800, n_val: int = 400, seed: int = 
     return root
 
 
-def minilm_distillation(minilm: str, steps: int, batch_size: int, seed: int = 0) -> tuple[dict, dict]:
-    """Multilingual distillation with MiniLM as teacher and initial student on the shapes ``parallel.tsv``;
-    returns translation-retrieval accuracy per language before and after."""
-    import torch
-    from transformers import AutoTokenizer
-
-    from data import generate_shapes
-    from models.text_encoder import TextEncoder
-    from transfer.multilingual import distill_multilingual, read_parallel, translation_retrieval
-
-    root = generate_shapes(ROOT / "data_cache" / "shapes")  # the default benchmark (generated on first use)
-    pairs = read_parallel(root / "parallel.tsv")
-    tokenizer = AutoTokenizer.from_pretrained(minilm)
-    teacher = TextEncoder(minilm, pooling="mean").eval()
-    torch.manual_seed(seed)
-    student = TextEncoder(minilm, pooling="mean")
-    before = translation_retrieval(teacher, tokenizer, pairs)
-    distill_multilingual(teacher, student, tokenizer, pairs, steps=steps, batch_size=batch_size, lr=5e-5, seed=seed,
-                         log_every=10)
-    return before, translation_retrieval(student, tokenizer, pairs)
+def minilm_distillation(minilm: str, steps: int, batch_size: int, out: Path, seed: int = 0) -> tuple[dict, dict]:
+    """Multilingual distillation with MiniLM as teacher and initial student on the shapes ``parallel.tsv``, through
+    ``distill_multilingual.py``: a run holding MiniLM untrained (``text_only`` fusion, one step at lr 0) is the
+    teacher; returns translation-retrieval accuracy per language before and after."""
+    root = ROOT / "data_cache" / "shapes"  # the default benchmark (generated on first use)
+    train.main([f"data.root={root}", "model.fusion.name=text_only", f"model.text.name={minilm}",
+                "model.text.pooling=mean", "train.max_steps=1", "optim.lr=0.0", "data.eval_split=val",
+                "data.test_split=null", "eval.modality_ablation=false", f"run.output_dir={out}", "run.name=minilm",
+                "run.progress_bar=false", "run.overwrite=true", f"run.seed={seed}"])
+    report = distill_multilingual.main([str(out / "minilm"), "--out", str(out / "minilm_ml"), "--steps", str(steps),
+                                        "--batch-size", str(batch_size), "--lr", "5e-5", "--seed", str(seed),
+                                        "run.progress_bar=false", "run.overwrite=true"])
+    return report["retrieval_before"], report["retrieval_after"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -112,7 +106,8 @@ def main(argv: list[str] | None = None) -> None:
                 ])
                 acc[init].append(res["results"]["val"]["overall"]["accuracy"])
                 print(f"seed {seed} {init}: held-out-word accuracy {acc[init][-1]:.3f}")
-    distilled = minilm_distillation(minilm, args.distill_steps, args.batch_size) if args.distill_steps else None
+    distilled = minilm_distillation(minilm, args.distill_steps, args.batch_size, ROOT / "runs" / "bench-minilm-ml") \
+        if args.distill_steps else None
     minutes = (time.perf_counter() - t0) / 60
 
     diffs = [p - r for p, r in zip(acc["pretrained"], acc["random"])]

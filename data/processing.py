@@ -87,8 +87,8 @@ class ExampleProcessor:
 
     @staticmethod
     def _example(record: dict[str, Any], index: int, pixels: Any) -> dict[str, Any]:
-        return {"index": index, "text": record["text"], "pixel_values": pixels, "label": record["label"],
-                "lang": record["lang"]}  # fmt: skip
+        return {"index": index, "text": record["text"], "pair": record.get("pair"), "pixel_values": pixels,
+                "label": record["label"], "lang": record["lang"]}  # fmt: skip
 
 
 class ProcessedDataset(Dataset):
@@ -112,7 +112,9 @@ class ProcessedDataset(Dataset):
 class Collator:
     """Batches processed examples; the batch dict is the contract with the model and engine.
 
-    Keys: ``input_ids``/``attention_mask`` (B, L) long [if text]; ``pixel_values`` (B, 3, H, W) float [if image];
+    Keys: ``input_ids``/``attention_mask`` (B, L) long [if text]; ``pair_input_ids``/``pair_attention_mask``
+    (B, L') long [if the rows are text pairs, e.g. a sentence and its translation]; ``pixel_values`` (B, 3, H, W)
+    float [if image];
     ``text_present``/``image_present`` (B,) bool; ``labels`` (B,) long, or (B, C) float multi-hot if multi-label;
     ``index`` (B,) long dataset positions; ``lang`` (B,) long index into ``languages`` (-1 unknown); ``skipped``:
     skip dicts of examples dropped from this batch. Missing modalities are padded (empty text, zero image).
@@ -157,6 +159,12 @@ class Collator:
                 batch["attention_mask"] = tok["attention_mask"].long()
             else:
                 batch["input_ids"] = batch["attention_mask"] = torch.zeros(0, 0, dtype=torch.long)
+            pairs = [e.get("pair") for e in examples]
+            if any(p is not None for p in pairs):
+                tok = self.tokenizer([p or "" for p in pairs], padding="longest", truncation=True,
+                                     max_length=self.max_length, return_tensors="pt")  # fmt: skip
+                batch["pair_input_ids"] = tok["input_ids"].long()
+                batch["pair_attention_mask"] = tok["attention_mask"].long()
         images = [e["pixel_values"] for e in examples]
         batch["image_present"] = torch.tensor([p is not None for p in images], dtype=torch.bool)
         if self.has_image:

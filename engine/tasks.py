@@ -47,8 +47,13 @@ class Task(nn.Module):
         self.extras = nn.ModuleDict()  # trainable additions: optimised, synchronised, checkpointed, saved
 
     def setup(self, model: MultimodalModel) -> None:
-        """Called once, after the model is built and before anything is prepared: create ``self.extras``, load
-        frozen teachers, freeze parts of ``model`` the objective does not train. Default: nothing."""
+        """Called once, after the model is built and before anything is prepared (by evaluate.py too): create
+        ``self.extras``, load frozen teachers, freeze parts of ``model`` the objective does not train. It must not
+        change the model's weights (an evaluation would lose them): that is :meth:`initialise`. Default: nothing."""
+
+    def initialise(self, model: MultimodalModel) -> None:
+        """Called by the trainer after :meth:`setup`, before training (a resume then loads its checkpoint over it):
+        set the model's starting weights when the objective dictates them. Default: keep what the config built."""
 
     def place(self, device) -> None:
         """Move what the task holds besides its extras (frozen teachers) to the training device; the extras move

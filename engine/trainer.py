@@ -66,6 +66,7 @@ class Trainer:
         if cfg.train.compile:
             compile_model(self.model)
         self.task.setup(self.model)
+        self.task.initialise(self.model)
         self.task.place(acc.device)
         image_cfg = self.model.image_data_config
         self.languages = sorted(set(self.train_set.languages) | set(self.eval_set.languages if self.eval_set else []))

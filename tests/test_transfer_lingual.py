@@ -3,19 +3,19 @@
 import json
 
 import conftest
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_overrides
-from transformers import AutoTokenizer
+from safetensors.torch import load_file
 
 from crossfuse.commands import distill_multilingual, evaluate, train
 from data import generate_shapes
+from data.parallel import ParallelPair, read_parallel
 from engine.builders import build_tokenizer
 from engine.config import load_config
 from models import MultimodalModel
-from models.text_encoder import TextEncoder
-from transfer.multilingual import ParallelPair, embed, read_parallel, translation_retrieval
-from transfer.multilingual import distill_multilingual as distill
+from transfer.multilingual import embed, translation_retrieval
 
 LANGS = {"de", "en", "es", "fr", "ru"}
 
@@ -25,6 +25,7 @@ def en_run(tmp_path_factory):
     """A tiny run trained on English only (pooled-input fusion, so distillation aligns what the fusion reads)."""
     out = tmp_path_factory.mktemp("en")
     train.main(tiny_overrides(out, "en", **{"train.max_steps": 4, "model.fusion.name": "gated",
+                                            "model.text.pooling": "mean",
                                             "data.languages": "[en]", "eval.modality_ablation": "false"}))
     return out / "en"
 
@@ -60,28 +61,32 @@ def test_read_parallel_tsv_and_jsonl(data_root, tmp_path):
         read_parallel(tmp_path / "missing.tsv")
 
 
-def _tiny_text_encoder(tokenizer, seed):
-    torch.manual_seed(seed)
-    tiny = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
-    return TextEncoder(tiny=tiny, vocab_size=len(tokenizer), pooling="mean")
+def _translation_gap(teacher, student, tokenizer, pairs) -> float:
+    """How far the student puts translations from the teacher's vectors of their source sentences (MSE)."""
+    with torch.no_grad():
+        target = embed(teacher.eval(), tokenizer, [p.src for p in pairs])
+        return torch.nn.functional.mse_loss(embed(student.eval(), tokenizer, [p.tgt for p in pairs]), target).item()
 
 
-def test_distillation_aligns_translations_to_the_teacher(data_root):
-    tokenizer = AutoTokenizer.from_pretrained(data_root / "tokenizer")
+def test_distillation_through_the_trainer_aligns_translations_to_the_teacher(en_run, data_root, tmp_path):
+    """multilingual_distill trains in the engine's loop: the student tower moves translations onto the teacher's
+    vectors, the teacher run is untouched, and the log, checkpoints and metrics are a normal run's."""
+    cfg = load_config(en_run / "config.yaml")
+    tokenizer = build_tokenizer(cfg, en_run / "model")
     pairs = read_parallel(data_root / "parallel.tsv")
-    teacher, student = _tiny_text_encoder(tokenizer, 0).eval(), _tiny_text_encoder(tokenizer, 1)
-    frozen = [p.clone() for p in teacher.parameters()]
-
-    def gap(encoder):  # how far translations land from the teacher's source vectors
-        with torch.no_grad():
-            target = embed(teacher, tokenizer, [p.src for p in pairs])
-            return torch.nn.functional.mse_loss(embed(encoder.eval(), tokenizer, [p.tgt for p in pairs]), target)
-
-    before = gap(student)
-    losses = distill(teacher, student, tokenizer, pairs, steps=30, batch_size=32, lr=3e-3, log_every=0)
-    assert losses[-1] < 0.5 * losses[0]
-    assert gap(student) < 0.5 * before
-    assert all(torch.equal(a, b) for a, b in zip(teacher.parameters(), frozen))  # the teacher is never trained
+    saved = load_file(str(en_run / "model" / "model.safetensors"))
+    teacher = MultimodalModel.from_pretrained(en_run).text
+    out = tmp_path / "ml"
+    report = distill_multilingual.main([str(en_run), "--out", str(out), "--steps", "30", "--batch-size", "32",
+                                        "--lr", "3e-3", "train.save_every=15", "run.progress_bar=false"])
+    student = MultimodalModel.from_pretrained(out).text
+    before = _translation_gap(teacher, teacher, tokenizer, pairs)  # the teacher reads translations as it is
+    assert _translation_gap(teacher, student, tokenizer, pairs) < 0.5 * before
+    losses = [json.loads(x)["train/loss"] for x in (out / "log.jsonl").read_text().splitlines() if "train/loss" in x]
+    assert len(losses) == 30 and np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+    assert all(torch.equal(v, load_file(str(en_run / "model" / "model.safetensors"))[k]) for k, v in saved.items())
+    assert [p.name for p in (out / "checkpoints").iterdir()] and report["steps"] == 30
+    assert set(report["results"]["val"]["per_language"]) == LANGS
 
 
 def test_translation_retrieval_counts_matches_per_language(en_run):
@@ -105,5 +110,5 @@ def test_distill_script_swaps_the_text_tower_and_evaluates(en_run, tmp_path):
     assert all(torch.equal(orig_state[k], new_state[k]) for k in orig_state if not k.startswith("text."))
     res = evaluate.main([str(out), "--out", str(tmp_path / "e.json")])
     assert set(res["val"]["per_language"]) == LANGS and res["val"]["language_gap"]["en"] == 0.0
-    with pytest.raises(FileExistsError, match="already holds a model"):
+    with pytest.raises(FileExistsError, match="already holds a trained model"):
         distill_multilingual.main([str(en_run), "--out", str(out), "--steps", "1"])

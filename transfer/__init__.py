@@ -4,11 +4,6 @@ registers its tasks. Reuse of a trained run (``train.init_from``), LP-FT and lay
 infrastructure and live in the engine (``engine/init_from.py``, ``engine/finetune.py``)."""
 
 from . import contrastive, distill, losses, multilingual, zero_shot  # noqa: F401  (registers tasks)
-from .multilingual import ParallelPair, distill_multilingual, read_parallel, translation_retrieval
+from .multilingual import MultilingualDistillTask, translation_retrieval
 
-__all__ = [
-    "ParallelPair",
-    "distill_multilingual",
-    "read_parallel",
-    "translation_retrieval",
-]
+__all__ = ["MultilingualDistillTask", "translation_retrieval"]

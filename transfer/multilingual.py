@@ -10,71 +10,27 @@ The aligned representation is the pooled vector the fusion reads (``ModalityFeat
 and its translation have different token counts, so only a sentence-level vector has a target for both. Fusion
 methods that read the pooled vectors (``concat``, ``gated``, ``product``, ...) therefore benefit directly;
 token-level fusions (``cross_attention``) read token features that this objective does not align.
+
+``train.task=multilingual_distill`` trains it with the engine's loop (``distill_multilingual.py`` sets it up from a
+trained run): the model is the teacher run's whole model, of which only the text tower trains; validation is the
+fusion model's own classification in every language, so the log shows the zero-shot languages catching up.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import random
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from omegaconf import DictConfig
+from torch import Tensor, nn
 
+from data.parallel import ParallelPair, parallel_dataset, read_parallel
+from engine.tasks import Task, register_task
+from models import MultimodalModel, load_state
+from models.folder import read_info, resolve_model_dir
 from models.text_encoder import TextEncoder
-
-
-@dataclass(frozen=True)
-class ParallelPair:
-    src: str
-    tgt: str
-    src_lang: str = ""
-    tgt_lang: str = ""
-
-
-_SRC_KEYS, _TGT_KEYS = ("src_text", "src", "source"), ("tgt_text", "tgt", "target", "translation")
-
-
-def _pick(row: dict, keys: tuple[str, ...], path: Path, line: int) -> str:
-    for key in keys:
-        if row.get(key):
-            return str(row[key])
-    raise ValueError(f"{path}:{line}: no sentence under any of {keys}; each row needs a source and a translation "
-                     "(TSV header or JSON keys src_text/tgt_text, or src/tgt)")
-
-
-def read_parallel(path: str | Path, target_languages: list[str] | None = None) -> list[ParallelPair]:
-    """Read sentence pairs from a TSV (header row) or JSONL file.
-
-    Columns / keys: ``src_text`` and ``tgt_text`` (or ``src`` / ``tgt``), optionally ``src_lang`` and ``tgt_lang``.
-    The embedded shapes benchmark writes ``<root>/parallel.tsv`` in this format (English source).
-
-    Args:
-        path: ``.tsv`` / ``.txt`` (tab-separated) or ``.jsonl``.
-        target_languages: keep only pairs whose ``tgt_lang`` is one of these (None: all).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"parallel data {str(path)!r} does not exist (a TSV with header "
-                                "src_lang, src_text, tgt_lang, tgt_text, or JSONL with the same keys)")
-    rows: list[tuple[int, dict]] = []
-    with open(path, encoding="utf-8", newline="") as f:
-        if path.suffix == ".jsonl":
-            rows = [(i + 1, json.loads(line)) for i, line in enumerate(f) if line.strip()]
-        else:
-            rows = [(i + 2, row) for i, row in enumerate(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))]
-    pairs = [ParallelPair(_pick(r, _SRC_KEYS, path, i), _pick(r, _TGT_KEYS, path, i), r.get("src_lang") or "",
-                          r.get("tgt_lang") or "") for i, r in rows]
-    if target_languages is not None:
-        pairs = [p for p in pairs if p.tgt_lang in set(target_languages)]
-    if not pairs:
-        raise ValueError(f"{path} holds no sentence pairs" + (f" with tgt_lang in {target_languages}"
-                                                              if target_languages is not None else ""))
-    return pairs
 
 
 def embed(encoder: TextEncoder, tokenizer: Any, texts: list[str], max_length: int = 32,
@@ -87,46 +43,6 @@ def embed(encoder: TextEncoder, tokenizer: Any, texts: list[str], max_length: in
                         return_tensors="pt").to(device)
         out.append(encoder(enc["input_ids"], enc["attention_mask"]).pooled)
     return torch.cat(out)
-
-
-def distillation_loss(student: TextEncoder, teacher: TextEncoder, tokenizer: Any, pairs: list[ParallelPair],
-                      max_length: int = 32) -> Tensor:
-    """``MSE(student(s), teacher(s)) + MSE(student(t), teacher(s))`` over a batch of pairs."""
-    src, tgt = [p.src for p in pairs], [p.tgt for p in pairs]
-    with torch.no_grad():
-        target = embed(teacher, tokenizer, src, max_length, len(src))
-    return (F.mse_loss(embed(student, tokenizer, src, max_length, len(src)), target)
-            + F.mse_loss(embed(student, tokenizer, tgt, max_length, len(tgt)), target))
-
-
-def distill_multilingual(teacher: TextEncoder, student: TextEncoder, tokenizer: Any, pairs: list[ParallelPair],
-                         steps: int = 300, batch_size: int = 32, lr: float = 5e-4, max_length: int = 32,
-                         seed: int = 0, log_every: int = 50) -> list[float]:
-    """Train ``student`` in place on ``pairs`` for ``steps`` AdamW steps; the teacher is frozen.
-
-    Returns:
-        The loss of every step.
-    """
-    teacher.eval().requires_grad_(False)
-    student.train()
-    params = [p for p in student.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("the student text encoder has no trainable parameters (is model.text.freeze set?)")
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    rng = random.Random(seed)
-    losses = []
-    for step in range(1, steps + 1):
-        loss = distillation_loss(student, teacher, tokenizer, rng.sample(pairs, min(batch_size, len(pairs))),
-                                 max_length)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        losses.append(loss.item())
-        if log_every and (step % log_every == 0 or step == steps):
-            print(f"distill step {step}/{steps}: mse {loss.item():.5f}")
-    student.eval()
-    return losses
 
 
 @torch.no_grad()
@@ -158,3 +74,65 @@ def translation_retrieval(encoder: TextEncoder, tokenizer: Any, pairs: list[Para
     out["mean"] = sum(out.values()) / max(1, len(out))
     encoder.train(was_training)
     return out
+
+
+def pooled_mse(student: TextEncoder, teacher: TextEncoder, batch: dict[str, Any]) -> Tensor:
+    """``MSE(student(s), teacher(s)) + MSE(student(t), teacher(s))`` over a batch of pairs: ``input_ids`` /
+    ``attention_mask`` hold the sources ``(B, L)``, ``pair_input_ids`` / ``pair_attention_mask`` the translations
+    ``(B, L')``; pooled vectors ``(B, D)`` are compared."""
+    with torch.no_grad():
+        target = teacher(batch["input_ids"], batch["attention_mask"]).pooled.float()
+    src = student(batch["input_ids"], batch["attention_mask"]).pooled.float()
+    tgt = student(batch["pair_input_ids"], batch["pair_attention_mask"]).pooled.float()
+    return F.mse_loss(src, target) + F.mse_loss(tgt, target)
+
+
+@register_task("multilingual_distill")
+class MultilingualDistillTask(Task):
+    """Reimers & Gurevych (2020) on a trained fusion model: a frozen copy of its text tower is the teacher, the
+    tower itself the student; everything else is frozen and unchanged.
+
+    Trains on parallel sentences (:func:`data.parallel.read_parallel`), not on the configured training split; the
+    configured eval split (every language) measures the fusion model with the student tower, and ``language_gap``
+    shows what the distillation closed.
+
+    Args:
+        teacher: the trained run (its ``config.yaml`` describes the model; the model is initialised from it whole).
+        parallel: TSV/JSONL pairs (default ``<data.root>/parallel.tsv``).
+        languages: target languages of the pairs to train on (default: all).
+    """
+
+    def __init__(self, teacher: str = "", parallel: str | None = None, languages: list[str] | None = None):
+        super().__init__()
+        if not teacher:
+            raise ValueError("multilingual_distill: set train.task_params.teacher to the trained run folder")
+        self.teacher_path, self.parallel, self.languages = teacher, parallel, languages
+
+    def pairs(self, cfg: DictConfig) -> list[ParallelPair]:
+        return read_parallel(self.parallel or Path(cfg.data.root) / "parallel.tsv", self.languages)
+
+    def train_dataset(self, cfg: DictConfig):
+        """The parallel pairs, with the teacher's output space (the model keeps the outputs it was trained for)."""
+        info = read_info(resolve_model_dir(self.teacher_path))
+        return parallel_dataset(self.pairs(cfg), info["label_names"], info["multi_label"],
+                                source=str(self.parallel or Path(cfg.data.root) / "parallel.tsv"))
+
+    def setup(self, model: nn.Module) -> None:
+        """The teacher: the trained run's text tower, frozen; only the model's text tower trains."""
+        teacher = MultimodalModel.from_pretrained(self.teacher_path)
+        if teacher.text is None:
+            raise ValueError(f"{self.teacher_path}: fusion {teacher.model_cfg['fusion']['name']!r} has no text tower "
+                             "to distil")
+        self.teacher = teacher.text.requires_grad_(False).eval()
+        for part in (model.vision, model.fusion, model.head):
+            if part is not None:
+                part.requires_grad_(False)
+
+    def initialise(self, model: nn.Module) -> None:
+        """The student starts as the trained run's whole model (the architecture its config describes)."""
+        trained = MultimodalModel.from_pretrained(self.teacher_path)
+        load_state(model, trained.state_dict(), source=f"{self.teacher_path} (the model to make multilingual)")
+
+    def forward(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
+        self.teacher.eval()
+        return {"loss": pooled_mse(model.text, self.teacher, batch)}

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=None, help="where to write the JSON (default: RUN_DIR/eval.json)")
     parser.add_argument("--predictions", default=None, metavar="CSV",
                         help="also write id,proba,label for every row of the test split (labelled or not)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     run_dir = Path(args.run_dir)
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
