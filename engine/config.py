@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
+from enum import Enum
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
@@ -29,15 +31,42 @@ def shipped_config(relative: str) -> Path:
 DEFAULTS = shipped_config("defaults.yaml")
 
 
+class Choice(str, Enum):
+    """A config field with a fixed set of values: OmegaConf refuses anything else, listing the valid ones. Members
+    compare equal to (and print as) their string value, so code reads ``cfg.run.tracker == "wandb"``."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+def choice(name: str, *values: str) -> type[Choice]:
+    """A :class:`Choice` enum whose member names are its values (``raise`` included, which class syntax forbids)."""
+    return Choice(name, {v: v for v in values})
+
+
+Tracker = choice("Tracker", "none", "wandb", "tensorboard")
+WandbMode = choice("WandbMode", "online", "offline", "disabled")
+OnError = choice("OnError", "raise", "skip")
+Pooling = choice("Pooling", "cls", "mean")
+Schedule = choice("Schedule", "cosine", "linear", "constant")
+Averaging = choice("Averaging", "none", "ema", "swa")
+Precision = choice("Precision", "no", "fp16", "bf16")
+NonFinite = choice("NonFinite", "stop", "skip")
+Mode = choice("Mode", "max", "min")
+
+
 @dataclass
 class RunConfig:
     name: str = "run"
     output_dir: str = "runs"
     seed: int = 0
-    tracker: str = "none"  # none | wandb | tensorboard
+    tracker: Tracker = Tracker.none
     project: str = "crossfuse"
     group: str | None = None
-    wandb_mode: str | None = None  # online | offline | disabled; None = $WANDB_MODE or W&B's default
+    wandb_mode: WandbMode | None = None  # None = $WANDB_MODE or W&B's default
     log_every: int = 10
     progress_bar: bool = True
     overwrite: bool = False  # allow training into a run folder that already holds a model
@@ -61,7 +90,7 @@ class DataConfig:
     # Costs N x 3 x H x W floats per loader process (8000 images at 32 px: 98 MB); for datasets that fit in memory.
     # With num_workers > 0 the workers are kept alive across epochs (persistent), or their caches would be lost.
     cache_images: bool = False
-    on_error: str = "raise"  # raise | skip
+    on_error: OnError = OnError["raise"]
     num_workers: int = 0
     pin_memory: bool = False
     persistent_workers: bool = False
@@ -82,7 +111,7 @@ class TextEncoderConfig:
     tokenizer: str | None = None  # None = the model's own, or the dataset's tokenizer/ for a tiny model
     pretrained: bool = True
     tiny: TinyTextConfig = field(default_factory=TinyTextConfig)
-    pooling: str = "cls"  # cls | mean
+    pooling: Pooling = Pooling.cls
     freeze: bool = False
     unfreeze_last_n: int = 0
     gradient_checkpointing: bool = False
@@ -128,7 +157,7 @@ class OptimConfig:
     encoder_lr: float | None = None  # None = lr
     weight_decay: float = 0.01  # never applied to norms, biases and embeddings
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    schedule: str = "cosine"  # cosine | linear | constant
+    schedule: Schedule = Schedule.cosine
     warmup_ratio: float = 0.05
     clip_grad: float = 1.0  # 0 = no clipping
     layer_decay: float = 1.0  # layer-wise LR decay of the encoders (Clark et al. 2020); 1.0 = off
@@ -136,7 +165,7 @@ class OptimConfig:
 
 @dataclass
 class WeightAveragingConfig:
-    name: str = "none"  # none | ema | swa: an averaged model saved as <run>/model_ema/ or model_swa/ (merging/)
+    name: Averaging = Averaging.none  # an averaged model saved as <run>/model_ema/ or model_swa/
     decay: float = 0.999  # EMA decay per update
     start_step: int = 0  # first optimizer step folded into the average
     every: int = 1  # update period in optimizer steps
@@ -150,17 +179,17 @@ class TrainConfig:
     max_steps: int = 0  # >0 overrides epochs
     batch_size: int = 32
     grad_accum: int = 1
-    mixed_precision: str | None = None  # None = from the Accelerate config; or no | fp16 | bf16
+    mixed_precision: Precision | None = None  # None = from the Accelerate config
     compile: bool = False  # torch.compile the model (worth it on GPUs for long runs; first steps compile)
     eval_every: int = 0  # steps; 0 = at the end of each epoch
     save_every: int = 0  # steps; 0 = no periodic training state
     keep_last: int = 2
     best_metric: str = "accuracy"
-    best_mode: str = "max"
+    best_mode: Mode = Mode.max
     init_from: str | None = None  # a saved run or model directory to start from
     init_skip: list[str] = field(default_factory=list)  # tensors (fnmatch patterns) not loaded by init_from
     linear_probe_steps: int = 0  # LP-FT: encoders frozen for this many steps, then fine-tuned (Kumar et al. 2022)
-    nonfinite: str = "stop"  # stop | skip: what a NaN/inf loss does
+    nonfinite: NonFinite = NonFinite.stop  # what a NaN/inf loss or gradient does
     weight_averaging: WeightAveragingConfig = field(default_factory=WeightAveragingConfig)
 
 
@@ -194,11 +223,11 @@ def _all_keys(node: Any, prefix: str = "") -> list[str]:
     return keys
 
 
-def _explain(err: OmegaConfBaseException, source: str) -> ConfigError:
+def _explain(err: OmegaConfBaseException, source: str, schema: type, error: type[ValueError]) -> ValueError:
     key = getattr(err, "full_key", None) or ""
     msg = str(err).splitlines()[0]
     if isinstance(err, ConfigKeyError) or "not in struct" in msg or "Key '" in msg and "not" in msg:
-        valid = _all_keys(OmegaConf.structured(Config))
+        valid = _all_keys(OmegaConf.structured(schema))
         near = difflib.get_close_matches(key, valid, n=1, cutoff=0.4)
         leaf = key.rsplit(".", 1)[-1]
         if not near:
@@ -206,58 +235,74 @@ def _explain(err: OmegaConfBaseException, source: str) -> ConfigError:
                 leaf, [k.rsplit(".", 1)[-1] for k in valid], n=1
             )
         hint = f" Did you mean '{near[0]}'?" if near else ""
-        return ConfigError(f"{source}: unknown config key '{key}'.{hint} (see configs/defaults.yaml for every key)")
-    return ConfigError(f"{source}: invalid value for '{key}': {msg}")
+        return error(f"{source}: unknown config key '{key}'.{hint} (the schema lists every key)")
+    return error(f"{source}: invalid value for '{key}': {msg}")
 
 
-def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
-    try:
-        return OmegaConf.merge(base, other)
-    except OmegaConfBaseException as err:
-        raise _explain(err, source) from None
+def _bare_no_is_a_string(layer: DictConfig) -> DictConfig:
+    """YAML reads a bare ``no`` as False; ``train.mixed_precision: no`` means the string (no mixed precision)."""
+    if isinstance(layer, DictConfig) and OmegaConf.select(layer, "train.mixed_precision") is False:
+        OmegaConf.update(layer, "train.mixed_precision", "no")
+    return layer
+
+
+def load_layers(schema: type, files: list[str | Path], overrides: list[str] | None = None,
+                error: type[ValueError] | None = None) -> DictConfig:
+    """The one layered loader (DINOv2 style): ``schema`` (a dataclass, every key typed) <- each YAML file in order
+    <- ``a.b=c`` overrides. An unknown key or a value of the wrong type (or outside a :class:`Choice`) raises
+    ``error`` naming the layer, the key and the nearest valid key.
+
+    ``key={}`` on the command line clears a mapping (merging a mapping otherwise keeps the keys it does not name).
+    """
+    error = error or ConfigError
+    cfg = OmegaConf.structured(schema)
+    layers: list[tuple[Any, str]] = []
+    cleared: dict[str, int] = {}  # `key={}` overrides: key -> index of their layer
+    for path in files:
+        try:
+            layer = OmegaConf.load(path)
+        except (OmegaConfBaseException, yaml.YAMLError) as err:
+            raise error(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        if not isinstance(layer, DictConfig):
+            raise error(f"{path} holds a {type(layer).__name__.replace('Config', '').lower()}, not a mapping of "
+                        "config keys (e.g. `optim: {lr: 0.001}`)")
+        layers.append((layer, str(path)))
+    for item in overrides or []:
+        if "=" not in item:
+            raise error(f"override {item!r} is not of the form key=value (e.g. optim.lr=3e-4)")
+        try:
+            layers.append((OmegaConf.from_dotlist([item]), f"override {item!r}"))
+        except OmegaConfBaseException as err:
+            raise error(f"override {item!r} could not be parsed: {err}") from None
+        key, _, value = item.partition("=")
+        if value.strip() == "{}":
+            cleared[key.strip()] = len(layers) - 1
+    for i, (layer, source) in enumerate(layers):
+        try:
+            cfg = OmegaConf.merge(cfg, _bare_no_is_a_string(layer))
+        except OmegaConfBaseException as err:
+            raise _explain(err, source, schema, error) from None
+        for key in [k for k, at in cleared.items() if at == i]:
+            OmegaConf.update(cfg, key, {}, merge=False)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
 
 
 def load_config(experiment: str | Path | None = None, overrides: list[str] | None = None) -> DictConfig:
     """Resolve a run config: schema <- defaults.yaml <- experiment YAML <- dotted overrides.
 
     Args:
-        experiment: path of an experiment YAML holding only changes (or None).
+        experiment: path of an experiment YAML holding only changes (or None), or a shipped experiment's name.
         overrides: ``["optim.lr=3e-4", "model.fusion.name=gated"]`` style strings.
 
     Returns:
         A read-only, type-checked ``DictConfig`` with the ``Config`` schema.
     """
-    cfg = OmegaConf.structured(Config)
-    layers: list[tuple[Any, str]] = []
-    cleared: dict[str, int] = {}  # `key={}` overrides: key -> index of their layer
     if not DEFAULTS.is_file():
         raise ConfigError(f"{DEFAULTS} is missing: crossfuse was installed without its configs/ package data; "
                           "reinstall it (pip install crossfuse, or pip install -e . in a checkout)")
-    layers.append((OmegaConf.load(DEFAULTS), str(DEFAULTS)))
-    if experiment is not None:
-        path = experiment_path(experiment)
-        layers.append((OmegaConf.load(path), str(path)))
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.lr=3e-4)")
-        try:
-            layers.append((OmegaConf.from_dotlist([item]), f"override {item!r}"))
-        except OmegaConfBaseException as err:
-            raise ConfigError(f"override {item!r} could not be parsed: {err}") from None
-        key, _, value = item.partition("=")
-        if value.strip() == "{}":
-            cleared[key.strip()] = len(layers) - 1
-    for i, (layer, source) in enumerate(layers):
-        cfg = _merge(cfg, layer, source)
-        # Merging a mapping keeps the keys it does not name, so `model.vision.kwargs={}` would change nothing;
-        # an explicit empty mapping on the command line clears it (e.g. switching the quickstart's ViT to resnet18).
-        for key in [k for k, at in cleared.items() if at == i]:
-            OmegaConf.update(cfg, key, {}, merge=False)
-    if cfg.train.mixed_precision in ("False", "false"):  # YAML reads a bare `no` as a boolean
-        cfg.train.mixed_precision = "no"
-    _check_choices(cfg)
-    OmegaConf.set_readonly(cfg, True)
-    return cfg
+    files = [DEFAULTS] + ([experiment_path(experiment)] if experiment is not None else [])
+    return load_layers(Config, files, overrides)
 
 
 def experiment_path(experiment: str | Path) -> Path:
@@ -273,29 +318,12 @@ def experiment_path(experiment: str | Path) -> Path:
                       f"configs/experiments/quickstart.yaml, or the name of a shipped one: {', '.join(names)})")
 
 
-_CHOICES = {
-    "run.tracker": ("none", "wandb", "tensorboard"),
-    "run.wandb_mode": (None, "online", "offline", "disabled"),
-    "data.on_error": ("raise", "skip"),
-    "model.text.pooling": ("cls", "mean"),
-    "train.nonfinite": ("stop", "skip"),
-    "optim.schedule": ("cosine", "linear", "constant"),
-    "train.best_mode": ("max", "min"),
-    "train.mixed_precision": (None, "no", "fp16", "bf16"),
-    "train.weight_averaging.name": ("none", "ema", "swa"),
-}
-
-
-def _check_choices(cfg: DictConfig) -> None:
-    for key, allowed in _CHOICES.items():
-        value = OmegaConf.select(cfg, key)
-        if value not in allowed:
-            raise ConfigError(f"'{key}' is {value!r}; choose one of {', '.join(map(str, allowed))}")
-
-
 def config_from_dict(data: dict) -> DictConfig:
     """Rebuild a config saved with a run (validated against the current schema)."""
-    cfg = _merge(OmegaConf.structured(Config), OmegaConf.create(data), "saved config")
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(data))
+    except OmegaConfBaseException as err:
+        raise _explain(err, "saved config", Config, ConfigError) from None
     OmegaConf.set_readonly(cfg, True)
     return cfg
 
@@ -305,4 +333,5 @@ def save_config(cfg: DictConfig, path: str | Path) -> None:
 
 
 def to_dict(cfg: DictConfig) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True)
+    """Plain Python containers (choices as their strings)."""
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)

@@ -22,10 +22,10 @@ from torch import Tensor
 from models import CheckpointMismatchError, resolve_model_dir
 from models.multimodal import CONFIG_NAME, WEIGHTS_NAME
 
+from .recipe import Policy
 from .registry import MergeMethod, check_params, get_merge_method
 
-# What a per-key policy does with the tensors whose names match its pattern.
-POLICIES = ("merge", "keep_base", "skip", "shape_match")
+POLICIES = tuple(p.value for p in Policy)  # what a per-key policy can do with the tensors its pattern matches
 
 
 class MergeMismatchError(CheckpointMismatchError):

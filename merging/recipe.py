@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig
+
+from engine.config import choice, load_layers
+
+FisherLabels = choice("FisherLabels", "sampled", "true")
+# What a per-key policy does with the tensors whose names match its pattern.
+Policy = choice("Policy", "merge", "keep_base", "skip", "shape_match")
 
 
 @dataclass
 class FisherConfig:
     samples: int = 64  # examples per model (one backward pass each)
-    labels: str = "sampled"  # sampled (true Fisher) | true (empirical Fisher)
+    labels: FisherLabels = FisherLabels.sampled  # sampled (true Fisher) | true (empirical Fisher)
     split: str = "train"  # data split of the model's own run config the Fisher is estimated on
 
 
@@ -30,7 +34,7 @@ class MergeConfig:
     models: list[str] = field(default_factory=list)  # run folders or saved model folders
     base: str | None = None  # shared starting point (task_arithmetic, ties, dare)
     params: dict[str, Any] = field(default_factory=dict)  # the method's keyword arguments
-    policies: dict[str, str] = field(default_factory=dict)  # fnmatch pattern -> merge | keep_base | skip | shape_match
+    policies: dict[str, Policy] = field(default_factory=dict)  # fnmatch pattern -> what happens to those tensors
     output: str = "runs/merged"
     fisher: FisherConfig = field(default_factory=FisherConfig)
     greedy: GreedyConfig = field(default_factory=GreedyConfig)
@@ -41,27 +45,11 @@ class MergeConfigError(ValueError):
 
 
 def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> DictConfig:
-    """Schema <- recipe YAML <- ``key=value`` overrides; unknown keys fail naming the nearest valid one."""
-    cfg = OmegaConf.structured(MergeConfig)
-    layers = []
-    if path is not None:
-        if not Path(path).is_file():
-            raise MergeConfigError(f"merge recipe {str(path)!r} does not exist (e.g. configs/merge/ties.yaml)")
-        layers.append((OmegaConf.load(path), str(path)))
-    for item in overrides or []:
-        if "=" not in item:
-            raise MergeConfigError(f"override {item!r} is not of the form key=value (e.g. params.density=0.3)")
-        layers.append((OmegaConf.from_dotlist([item]), f"override {item!r}"))
-    for layer, source in layers:
-        try:
-            cfg = OmegaConf.merge(cfg, layer)
-        except OmegaConfBaseException as err:
-            key = getattr(err, "full_key", "") or ""
-            near = difflib.get_close_matches(key, list(MergeConfig.__dataclass_fields__), n=1)
-            hint = f" Did you mean {near[0]!r}?" if near else ""
-            raise MergeConfigError(f"{source}: {str(err).splitlines()[0]}.{hint}") from None
+    """Schema <- recipe YAML <- ``key=value`` overrides (the run configs' loader); unknown keys fail naming the
+    nearest valid one."""
+    if path is not None and not Path(path).is_file():
+        raise MergeConfigError(f"merge recipe {str(path)!r} does not exist (e.g. configs/merge/ties.yaml)")
+    cfg = load_layers(MergeConfig, [path] if path is not None else [], overrides, MergeConfigError)
     if not cfg.models:
         raise MergeConfigError("the recipe lists no models: set models: [runs/a, runs/b, ...]")
-    if cfg.fisher.labels not in ("sampled", "true"):
-        raise MergeConfigError(f"fisher.labels is {cfg.fisher.labels!r}; choose sampled or true")
     return cfg
