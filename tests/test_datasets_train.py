@@ -12,7 +12,7 @@ import numpy as np
 from conftest import TINY_OVERRIDES
 from test_datasets_layouts import jsonl, make_hateful_memes, make_image_folder, make_mmimdb_jsonl, make_text_csv
 
-from crossfuse.commands import evaluate, train
+from crossfuse.commands import evaluate, predict, train
 from data.mmimdb import GENRES
 from models import MultimodalModel
 
@@ -58,6 +58,18 @@ def test_multi_label_mmimdb_tunes_and_reuses_thresholds(tmp_path):
     assert list(saved) == GENRES and all(0.05 <= t <= 0.95 for t in saved.values())
     again = evaluate.main([str(tmp_path / "mm")])  # evaluate.py applies the saved thresholds
     assert np.isclose(again["test"]["overall"]["macro_f1"], test["macro_f1"])
+
+    # predict.py gives the same labels as evaluate.py for the same rows: both read the thresholds of the model folder
+    csv_out = tmp_path / "preds.csv"
+    evaluate.main([str(tmp_path / "mm"), "--predictions", str(csv_out)])
+    with open(csv_out) as f:
+        from_evaluate = {r["id"]: set(filter(None, r["label"].split("|"))) for r in csv.DictReader(f)}
+    rows = predict.main([str(tmp_path / "mm"), "--jsonl", str(root / "test.jsonl"), "--out", str(tmp_path / "p.jsonl"),
+                         "--no-progress"])
+    from_predict = {r["id"]: set(r["prediction"]) for r in rows}
+    assert from_predict == from_evaluate and len(from_predict) == 4
+    at_half = {r["id"]: {n for n, q in r["probabilities"].items() if q >= 0.5} for r in rows}
+    assert at_half != from_predict  # a fixed 0.5 would give other labels: the check above can tell them apart
 
 
 def test_hateful_memes_skips_are_counted_and_predictions_written(tmp_path):

@@ -102,3 +102,25 @@ def test_layer_decay_scales_encoder_layers(tiny_run):
     assert layer_lr_scale("fusion.mlp.0.weight", depths, 0.5) == 1.0
     plain = param_groups(model, lr=1.0, encoder_lr=0.1, weight_decay=0.01)
     assert {g["name"]: g["lr"] for g in plain}["encoder"] == pytest.approx(0.1)
+
+
+def _bn_stats(run) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in _saved(run).items() if k.startswith("vision.") and "running_" in k}
+
+
+def test_lpft_probe_keeps_batchnorm_statistics_of_a_cnn_tower(tmp_path):
+    """While LP-FT probes, the towers are in eval mode: a ResNet's BatchNorm statistics stay those it was given
+    (a probe of fixed features), and move once fine-tuning starts; a frozen tower never moves them."""
+    resnet = {"model.vision.name": "test_resnet", "model.vision.kwargs": "{}", "model.fusion.name": "concat"}
+    train.main(tiny_overrides(tmp_path, "base", **resnet, **{"train.max_steps": 1}))
+    base = _bn_stats(tmp_path / "base")
+    assert base
+    common = {**resnet, "train.init_from": str(tmp_path / "base"), "train.max_steps": 3,
+              "data.eval_split": "''", "data.test_split": "null"}
+    train.main(tiny_overrides(tmp_path, "probe", **common, **{"train.linear_probe_steps": 3}))
+    assert all(torch.equal(base[k], v) for k, v in _bn_stats(tmp_path / "probe").items())
+    train.main(tiny_overrides(tmp_path, "frozen", **common, **{"model.vision.freeze": "true"}))
+    assert all(torch.equal(base[k], v) for k, v in _bn_stats(tmp_path / "frozen").items())
+    train.main(tiny_overrides(tmp_path, "tuned", **common, **{"train.linear_probe_steps": 1}))
+    tuned = _bn_stats(tmp_path / "tuned")
+    assert any(not torch.equal(base[k], v) for k, v in tuned.items() if "running_mean" in k)
