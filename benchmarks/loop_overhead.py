@@ -56,7 +56,9 @@ def plain_loop(trainer: Trainer, init: dict, steps: int) -> float:
     model.load_state_dict(init)
     model.train()
     cfg = trainer.cfg
-    opt = build_optimizer(model, cfg.optim.lr, cfg.optim.encoder_lr, cfg.optim.weight_decay, tuple(cfg.optim.betas))
+    # The same optimizer as the trainer's (fused AdamW), so the comparison measures the loop alone.
+    opt = build_optimizer(model, cfg.optim.lr, cfg.optim.encoder_lr, cfg.optim.weight_decay, tuple(cfg.optim.betas),
+                          fused=True)
     sched = build_scheduler(opt, cfg.optim.schedule, steps, cfg.optim.warmup_ratio)
     loader = trainer.train_loader.base_dataloader if hasattr(trainer.train_loader, "base_dataloader") \
         else trainer.train_loader
@@ -80,8 +82,8 @@ def plain_loop(trainer: Trainer, init: dict, steps: int) -> float:
 def our_loop(trainer: Trainer, init: dict) -> tuple[float, float]:
     """Run ``Trainer.fit`` from ``init``; returns its own logged samples/s and data-wait share."""
     trainer.model.load_state_dict(init)
-    trainer.state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "best_step": None}
-    log = trainer.run_dir / "log.jsonl"
+    trainer.state.update(step=0, epoch=0, batch_in_epoch=0, best=None, best_step=None)
+    log = trainer.run.path / "log.jsonl"
     log.unlink(missing_ok=True)
     trainer.fit()
     row = next(json.loads(line) for line in log.read_text().splitlines() if "train/samples_per_s" in line)

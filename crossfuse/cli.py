@@ -63,7 +63,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from models.errors import CheckpointMismatchError, ModelNotAvailableError
 
     return (ConfigError, DataError, ModelNotAvailableError, CheckpointMismatchError, FileNotFoundError,
-            FileExistsError, NotADirectoryError, ValueError, KeyError, TypeError)
+            FileExistsError, NotADirectoryError, FloatingPointError, ValueError, KeyError, TypeError)
 
 
 def run(main: Callable[[list[str] | None], Any], argv: list[str] | None = None,

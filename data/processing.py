@@ -5,6 +5,7 @@ image loading with file:line errors, and the :class:`Collator` that defines the 
 from __future__ import annotations
 
 import io
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -192,6 +193,15 @@ class Collator:
         return torch.stack([p.float() if p is not None else torch.zeros(shape) for p in images])
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """``worker_init_fn``: loader workers ignore SIGTERM / SIGUSR1. A scheduler signals the whole process group
+    before pre-emption; the main process saves a checkpoint and needs its workers alive to finish the step (they
+    still exit with it: each worker watches its parent)."""
+    for name in ("SIGTERM", "SIGUSR1"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
 def build_dataloader(
     dataset: Dataset,
     collator: Callable,
@@ -216,4 +226,5 @@ def build_dataloader(
         persistent_workers=persistent_workers and num_workers > 0,
         generator=generator,
         drop_last=drop_last,
+        worker_init_fn=ignore_stop_signals if num_workers > 0 else None,
     )

@@ -190,6 +190,9 @@ class TrainConfig:
     init_skip: list[str] = field(default_factory=list)  # tensors (fnmatch patterns) not loaded by init_from
     linear_probe_steps: int = 0  # LP-FT: encoders frozen for this many steps, then fine-tuned (Kumar et al. 2022)
     nonfinite: NonFinite = NonFinite.stop  # what a NaN/inf loss or gradient does
+    # Resume: the checkpoint must restore everything (random states included) unless this allows otherwise.
+    allow_inexact_resume: bool = False
+    trust_checkpoint: bool = False  # allow resuming checkpoints that are pickles (DeepSpeed's): only your own
     weight_averaging: WeightAveragingConfig = field(default_factory=WeightAveragingConfig)
 
 
@@ -302,7 +305,63 @@ def load_config(experiment: str | Path | None = None, overrides: list[str] | Non
         raise ConfigError(f"{DEFAULTS} is missing: crossfuse was installed without its configs/ package data; "
                           "reinstall it (pip install crossfuse, or pip install -e . in a checkout)")
     files = [DEFAULTS] + ([experiment_path(experiment)] if experiment is not None else [])
-    return load_layers(Config, files, overrides)
+    cfg = load_layers(Config, files, overrides)
+    check_ranges(cfg)
+    return cfg
+
+
+_AT_LEAST_ONE = ("train.batch_size", "train.grad_accum", "train.keep_last", "train.epochs", "eval.batch_size",
+                 "run.log_every", "data.max_text_length")
+_NOT_NEGATIVE = ("train.max_steps", "train.eval_every", "train.save_every", "train.linear_probe_steps",
+                 "data.num_workers", "optim.lr", "optim.clip_grad", "optim.weight_decay", "optim.warmup_ratio")
+
+
+def check_ranges(cfg: DictConfig) -> None:
+    """Values no run can use, refused before anything is built (``train.keep_last=0`` would delete every
+    checkpoint as it is written)."""
+    for key in _AT_LEAST_ONE:
+        if OmegaConf.select(cfg, key) < 1:
+            raise ConfigError(f"'{key}' is {OmegaConf.select(cfg, key)}; it must be at least 1")
+    for key in _NOT_NEGATIVE:
+        if OmegaConf.select(cfg, key) < 0:
+            raise ConfigError(f"'{key}' is {OmegaConf.select(cfg, key)}; it must not be negative")
+    if cfg.optim.encoder_lr is not None and cfg.optim.encoder_lr < 0:
+        raise ConfigError(f"'optim.encoder_lr' is {cfg.optim.encoder_lr}; it must not be negative")
+
+
+# What a resume may change: how the run is watched and fed, not what it computes. Anything else would make the
+# continued run differ from the one its checkpoint belongs to, while config.yaml claimed otherwise.
+RESUMABLE = ("run.progress_bar", "run.log_every", "run.tracker", "run.wandb_mode", "run.project", "run.group",
+             "run.overwrite", "data.num_workers", "data.pin_memory", "data.persistent_workers", "data.cache_images",
+             "eval.batch_size", "eval.modality_ablation", "train.save_every", "train.keep_last", "train.max_steps",
+             "train.epochs", "train.trust_checkpoint", "train.allow_inexact_resume")
+
+
+def config_changes(saved: DictConfig, given: DictConfig) -> list[tuple[str, Any, Any]]:
+    """``(key, saved value, given value)`` for every leaf that differs."""
+    a, b = to_dict(saved), to_dict(given)
+
+    def leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(node, dict) and node:
+            return {k: v for key, value in node.items() for k, v in leaves(value, f"{prefix}{key}.").items()}
+        return {prefix[:-1]: node}
+
+    la, lb = leaves(a), leaves(b)
+    return [(k, la.get(k), lb.get(k)) for k in sorted(set(la) | set(lb)) if la.get(k) != lb.get(k)]
+
+
+def check_resume(saved_path: str | Path, given: DictConfig) -> list[tuple[str, Any, Any]]:
+    """The changes a resume makes to the saved config: allowed ones are returned (they take effect and are recorded
+    in config.yaml), any other is an error listing each key with both values."""
+    saved = config_from_dict(OmegaConf.to_container(OmegaConf.load(saved_path)))
+    changes = config_changes(saved, given)
+    refused = [c for c in changes if not any(c[0] == k or c[0].startswith(k + ".") for k in RESUMABLE)]
+    if refused:
+        lines = "\n".join(f"  {k}: saved {a!r}, given {b!r}" for k, a, b in refused)
+        raise ConfigError(f"--resume continues the run saved in {saved_path}, which was configured differently:\n"
+                          f"{lines}\nresume with the saved values (drop these overrides), or start a new run from "
+                          "this one with train.init_from")
+    return changes
 
 
 def experiment_path(experiment: str | Path) -> Path:

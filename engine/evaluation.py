@@ -66,6 +66,11 @@ def evaluate(accelerator: Accelerator, model: nn.Module, loader, languages: list
     """
     unwrapped = accelerator.unwrap_model(model)
     pred = predict(accelerator, model, loader)
+    bad = int((~np.isfinite(pred["scores"])).any(axis=-1).sum()) if pred["scores"].ndim == 2 else 0
+    if bad:
+        raise FloatingPointError(f"the model's outputs are NaN or infinite for {bad} of {len(pred['scores'])} rows: "
+                                 "its weights are not finite (a run that diverged, or a damaged checkpoint); "
+                                 "evaluate an earlier checkpoint or retrain with a lower optim.lr")
     multi = unwrapped.multi_label
     out: dict[str, Any] = {
         "overall": classification_metrics(pred["scores"], pred["labels"], multi, threshold),

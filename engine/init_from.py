@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from models import MultimodalModel, resolve_model_dir
 from models.errors import CheckpointMismatchError
-from models.multimodal import WEIGHTS_NAME
+from models.folder import read_weights
 
 from .builders import build_model
 
@@ -107,10 +106,19 @@ def init_from_run(cfg: DictConfig, path: str | Path, num_outputs: int, label_nam
     """
     directory = resolve_model_dir(path)
     model = build_model(cfg, num_outputs, label_names, multi_label, tokenizer)
-    state = load_file(str(directory / WEIGHTS_NAME))
+    state = read_weights(directory)
     report = load_matching(model, state, list(HEAD_PATTERNS) + list(cfg.train.init_skip), source=str(directory))
     if not report.loaded:
         raise CheckpointMismatchError(
             f"{directory}: no tensor of the saved model matches the new model by name and shape; check that "
             "model.text / model.vision / model.fusion describe the saved run's architecture")
     return model, report
+
+
+def start_model(cfg: DictConfig, dataset, tokenizer: Any) -> tuple[MultimodalModel, InitReport | None]:
+    """The model a run starts from: the one ``cfg`` describes for ``dataset``'s outputs, fresh or, with
+    ``train.init_from``, initialised from a saved run (then with the report of what was loaded)."""
+    names, multi = dataset.label_names, dataset.multi_label
+    if cfg.train.init_from:
+        return init_from_run(cfg, cfg.train.init_from, len(names), names, multi, tokenizer)
+    return build_model(cfg, len(names), names, multi, tokenizer), None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
 
 def classification_metrics(scores: np.ndarray, labels: np.ndarray, multi_label: bool = False,
@@ -20,6 +19,9 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray, multi_label: 
         accuracy, macro_f1, precision, recall (macro), auroc (binary tasks, and macro over labels for multi-label),
         plus micro/weighted/samples F1 for multi-label; ``n`` the number of samples.
     """
+    # scikit-learn (with scipy and pandas) takes most of a second to import: only runs that evaluate pay for it
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
+
     n = int(labels.shape[0])
     if n == 0:
         return {"n": 0}
@@ -51,6 +53,12 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray, multi_label: 
             out["auroc"] = float(roc_auc_score(labels, scores[:, 1]))
     out["n"] = n
     return out
+
+
+def classification_metric_names(multi_label: bool) -> set[str]:
+    """The keys :func:`classification_metrics` returns (``auroc`` only where it is defined)."""
+    names = {"accuracy", "macro_f1", "precision", "recall", "auroc", "n"}
+    return names | {"micro_f1", "weighted_f1", "samples_f1"} if multi_label else names
 
 
 def per_group_metrics(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, names: list[str],

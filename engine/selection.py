@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from crossfuse.registry import nearest
+
+from .config import ConfigError
+
+
+def check_metric(metric: str, known: set[str], task: str) -> None:
+    """Before training: ``train.best_metric`` must be one of the metrics the task reports."""
+    if metric not in known:
+        raise ConfigError(f"train.best_metric={metric!r} is not a metric of train.task={task}."
+                          f"{nearest(metric, sorted(known))} Its metrics: {', '.join(sorted(known))}")
+
 
 class BestModel:
     """The best value of one metric seen so far and its step; its state lives in the trainer state (checkpointed).

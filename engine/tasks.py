@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from crossfuse.registry import Registry
 
 from .evaluation import evaluate, tune_and_save_thresholds
+from .metrics import classification_metric_names
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -75,6 +76,11 @@ class Task(nn.Module):
         """After training, on the eval split: decision thresholds for the evaluation (per label for multi-label
         models, saved in ``model_dir``); default: the classification thresholds."""
         return tune_and_save_thresholds(accelerator, model, loader, model_dir)
+
+    def metric_names(self, model: MultimodalModel) -> set[str]:
+        """The metrics :meth:`evaluate` reports under ``overall``: ``train.best_metric`` is checked against them
+        before training starts. Default: the classification metrics."""
+        return classification_metric_names(model.multi_label)
 
     def evaluate(self, accelerator: Accelerator, model: nn.Module, loader, *, languages: list[str] = (),
                  reference_language: str | None = None, ablation: bool = False, threshold: Any = 0.5

@@ -16,26 +16,25 @@ from typing import Any
 import torch
 from accelerate.utils import set_seed
 from omegaconf import DictConfig
-from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from fusion.registry import get_fusion_class
-from models import MultimodalModel, load_state
-from models.folder import WEIGHTS, load_task_state, resolve_model_dir, save_task_state
+from models import load_state
+from models.folder import load_task_state, read_weights, resolve_model_dir
 
 from .averaging import WeightAverager
-from .builders import build_dataset, build_loader, build_model, build_tokenizer
-from .checkpoint import atomic_dir, load_checkpoint, resolve_resume, save_checkpoint, truncate_log
-from .config import to_dict
+from .builders import build_dataset, build_loader, build_tokenizer
+from .checkpoint import atomic_dir, load_checkpoint, resolve_resume, save_checkpoint, save_model_folder
+from .config import check_resume, to_dict
 from .distributed import before_prepare, building_model, compile_model, fused_optimizer_ok, make_accelerator
 from .evaluation import evaluate_splits
 from .finetune import drop_encoder_grads, set_train_mode
-from .init_from import InitReport, init_from_run
+from .init_from import start_model
 from .nonfinite import NonFiniteGuard
 from .optim import build_optimizer, build_scheduler
 from .reporting import StepMeter, log_values, report_init, report_skips
-from .run_folder import RunFolder
-from .selection import BestModel
+from .run_folder import PREEMPTED_FILE, RunFolder
+from .selection import BestModel, check_metric
 from .signals import StopSignals
 from .tasks import TaskModel, create_task
 from .tracking import tracker_config, tracker_init_kwargs
@@ -50,6 +49,8 @@ class Trainer:
         self.cfg = cfg
         self.run = RunFolder(Path(cfg.run.output_dir) / cfg.run.name)
         self.run.check_can_start(resume, cfg.run.overwrite)
+        self.resume, self.resume_from = resume, resolve_resume(self.run.path, resume)
+        self.resume_changes = check_resume(self.run.path / "config.yaml", cfg) if self.resume_from else []
         self.task = create_task(cfg.train.task, **to_dict(cfg.train.task_params))
         idle = get_fusion_class(cfg.model.fusion.name).idle_parameters or self.task.find_unused_parameters
         self.accelerator = acc = make_accelerator(cfg, self.run.path, find_unused_parameters=idle)
@@ -62,10 +63,11 @@ class Trainer:
                 if cfg.data.eval_split else None
         self.tokenizer = build_tokenizer(cfg, cfg.train.init_from and resolve_model_dir(cfg.train.init_from))
         with building_model(acc):
-            self.model, self.init_report = self._build_model()
+            self.model, self.init_report = start_model(cfg, self.train_set, self.tokenizer)
         if cfg.train.compile:
             compile_model(self.model)
         self.task.setup(self.model)
+        check_metric(cfg.train.best_metric, self.task.metric_names(self.model), cfg.train.task)
         self.task.initialise(self.model)
         self.task.place(acc.device)
         image_cfg = self.model.image_data_config
@@ -91,18 +93,9 @@ class Trainer:
                                     acc.device)
         self.state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "best_step": None}
         self.best = BestModel(cfg.train.best_metric, cfg.train.best_mode, self.state)
-        self.resume_from = resolve_resume(self.run.path, resume)
         wa = cfg.train.weight_averaging  # EMA / SWA of the weights, saved as <run>/model_ema or model_swa
         self.averager = None if wa.name == "none" else \
             WeightAverager(self.model, wa.name, wa.decay, wa.start_step, wa.every)
-
-    def _build_model(self) -> tuple[MultimodalModel, InitReport | None]:
-        """The model the config describes: fresh, or initialised from a saved run (with what that loaded)."""
-        cfg, data = self.cfg, self.train_set
-        if cfg.train.init_from:
-            return init_from_run(cfg, cfg.train.init_from, len(data.label_names), data.label_names, data.multi_label,
-                                 self.tokenizer)
-        return build_model(cfg, len(data.label_names), data.label_names, data.multi_label, self.tokenizer), None
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, Any]:
@@ -114,25 +107,27 @@ class Trainer:
         """
         self.stop = StopSignals()
         try:
+            self.run.claim(self.resume, self.cfg.run.overwrite)  # the folder's one owner until fit returns
             with self.stop:
                 return self._fit()
         finally:
+            self.run.release()
             if self.cfg.run.tracker != "none":
                 self.accelerator.end_training()  # flush W&B / TensorBoard, even after an error
 
     def _fit(self) -> dict[str, Any]:
         cfg, acc, state = self.cfg, self.accelerator, self.state
-        self.run.start(cfg, fresh=self.resume_from is None)
+        if self.resume_from is not None:  # config.yaml is rewritten only once the checkpoint has loaded
+            state.update(load_checkpoint(acc, self.resume_from, self.averager, cfg.train.trust_checkpoint,
+                                         cfg.train.allow_inexact_resume))
+            logger.info("resumed from %s at step %d%s", self.resume_from, state["step"], "".join(
+                f"; {k}: {a!r} -> {b!r}" for k, a, b in self.resume_changes))
+        self.run.start(cfg, resumed_at=state["step"] if self.resume_from is not None else None)
         if cfg.run.tracker != "none":
             acc.init_trackers(cfg.run.project, config=tracker_config(cfg),
                               init_kwargs=tracker_init_kwargs(cfg, self.run.path, acc.is_main_process))
         if self.init_report is not None and self.resume_from is None:
             report_init(self.run, self.init_report)
-        if self.resume_from is not None:
-            state.update(load_checkpoint(acc, self.resume_from, self.averager))
-            if acc.is_main_process:
-                truncate_log(self.run.log_path, state["step"])
-            logger.info("resumed from %s at step %d", self.resume_from, state["step"])
         self._train_mode()
         bar = tqdm(total=self.total_steps, initial=state["step"], desc="train", dynamic_ncols=True,
                    disable=not (acc.is_local_main_process and cfg.run.progress_bar))
@@ -146,6 +141,8 @@ class Trainer:
                 skipped.extend(batch.pop("skipped", []))
                 state["batch_in_epoch"] += 1
                 out = self._step(batch)
+                if state["batch_in_epoch"] == len(self.train_loader):
+                    self._end_epoch(evaluate=out is None)  # before this step's checkpoint, so a resume never repeats it
                 if out is None or not acc.sync_gradients:
                     continue
                 state["step"] += 1
@@ -158,7 +155,8 @@ class Trainer:
                 log_step = step % cfg.run.log_every == 0 or step == self.total_steps
                 if log_step:
                     bar.set_postfix(loss=f"{self._log(out, step):.4f}")
-                if self.eval_loader is not None and cfg.train.eval_every and step % cfg.train.eval_every == 0:
+                if self.eval_loader is not None and (step % cfg.train.eval_every == 0 if cfg.train.eval_every
+                                                     else state["batch_in_epoch"] == 0):
                     self._eval_and_keep_best()
                 saved = bool(cfg.train.save_every and step % cfg.train.save_every == 0)
                 if saved:
@@ -169,17 +167,14 @@ class Trainer:
                     interrupted = self.run.path / "checkpoints" / f"step_{step:08d}" if saved else \
                         self._save_checkpoint()
                     break
-            else:
-                state["epoch"] += 1
-                state["batch_in_epoch"] = 0
-                if self.eval_loader is not None and not cfg.train.eval_every:
-                    self._eval_and_keep_best()
         bar.close()
         if interrupted is not None:
-            signal_name = self.stop.received or "a signal on another process"
-            logger.warning("%s received: saved %s at step %d; continue with --resume latest", signal_name,
+            doc = {"interrupted": self.stop.received or "a signal on another process", "steps": state["step"],
+                   "checkpoint": str(interrupted)}
+            self.run.write_json(PREEMPTED_FILE, doc)  # the SLURM script requeues on this marker only
+            logger.warning("%s received: saved %s at step %d; continue with --resume latest", doc["interrupted"],
                            interrupted, state["step"])
-            return {"interrupted": signal_name, "steps": state["step"], "checkpoint": str(interrupted)}
+            return doc
         self.guard.check_now()
         if self.eval_loader is not None and state["best_step"] != state["step"]:
             self._eval_and_keep_best()
@@ -221,6 +216,14 @@ class Trainer:
         self._record(values, step)
         return values["train/loss"]
 
+    def _end_epoch(self, evaluate: bool) -> None:
+        """Count the epoch as done; ``evaluate``: run its end-of-epoch evaluation here (the last batch was skipped,
+        so the loop will not reach its own evaluation for this step)."""
+        self.state["epoch"] += 1
+        self.state["batch_in_epoch"] = 0
+        if evaluate and self.eval_loader is not None and not self.cfg.train.eval_every:
+            self._eval_and_keep_best()
+
     def _record(self, values: dict[str, Any], step: int) -> None:
         self.run.log(values, step)
         if self.cfg.run.tracker != "none":
@@ -247,18 +250,7 @@ class Trainer:
         return save_checkpoint(self.accelerator, self.run.path, self.state, self.cfg.train.keep_last, self.averager)
 
     def _save_model(self, directory: Path) -> None:
-        acc = self.accelerator
-        acc.wait_for_everyone()
-        state = acc.get_state_dict(self.trainable)  # gathers sharded (ZeRO-3/FSDP) weights on the main process
-        if acc.is_main_process:
-            model_state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
-
-            def write(tmp: Path) -> None:
-                self.model.save_pretrained(tmp, self.tokenizer, state_dict=model_state)
-                if len(self.task.extras):  # the task's own trainable modules (e.g. alignment projections)
-                    save_task_state(self.task.extras, tmp)
-            atomic_dir(directory, write)
-        acc.wait_for_everyone()
+        save_model_folder(self.accelerator, self.trainable, self.model, self.task.extras, self.tokenizer, directory)
 
     def _eval_and_keep_best(self) -> None:
         self.guard.check_now()
@@ -273,7 +265,7 @@ class Trainer:
         """Reload the best model and evaluate it on the eval and test splits."""
         cfg, acc = self.cfg, self.accelerator
         model_dir = self.run.path / "model"
-        load_state(self.model, load_file(str(model_dir / WEIGHTS)), source=str(model_dir))
+        load_state(self.model, read_weights(model_dir), source=str(model_dir))
         if len(self.task.extras):
             load_task_state(self.task.extras, model_dir)
         threshold = self.task.calibrate(acc, self.trainable, self.eval_loader, model_dir)

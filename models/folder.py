@@ -45,6 +45,27 @@ def resolve_model_dir(path: str | Path) -> Path:
         "subfolder (a run folder written by train.py, or a directory written by save_pretrained)")
 
 
+def read_tensors(path: str | Path) -> dict:
+    """Every tensor of a safetensors file; a damaged or foreign file is an error naming it."""
+    from safetensors import SafetensorError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelNotAvailableError(f"{path} does not exist")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise ModelNotAvailableError(
+            f"{path} cannot be read as safetensors ({str(err).splitlines()[0]}): the file is truncated, damaged or "
+            "another format (a pickled .bin renamed .safetensors?); copy it again from the run that wrote it, or "
+            "re-save the model with save_pretrained") from None
+
+
+def read_weights(directory: str | Path) -> dict:
+    """The ``model.safetensors`` tensors of a model folder."""
+    return read_tensors(Path(directory) / WEIGHTS)
+
+
 def read_info(directory: str | Path) -> dict[str, Any]:
     """The parsed ``crossfuse.json`` of a model or export folder."""
     path = Path(directory) / CONFIG
@@ -93,4 +114,4 @@ def load_task_state(module: nn.Module, directory: str | Path) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: the model in {directory} was not saved by a task with its own "
                                 "trainable module (e.g. train.task=contrastive)")
-    module.load_state_dict(load_file(str(path)))
+    module.load_state_dict(read_tensors(path))

@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 from transformers import AutoConfig
 
 from fusion.registry import FUSIONS, create_fusion, get_fusion_class
 
-from .errors import CheckpointMismatchError
-from .folder import CONFIG, TEXT_CONFIG, TOKENIZER, WEIGHTS, read_info, resolve_model_dir
+from .errors import CheckpointMismatchError, ModelNotAvailableError
+from .folder import CONFIG, TEXT_CONFIG, TOKENIZER, WEIGHTS, read_info, read_weights, resolve_model_dir
 from .heads import ClassificationHead
 from .text_encoder import TextEncoder
 from .vision_encoder import VisionEncoder
@@ -172,12 +172,19 @@ class MultimodalModel(nn.Module):
         directory = resolve_model_dir(path)
         info = read_info(directory)
         text_dir = directory / TEXT_CONFIG
-        hf_config = AutoConfig.from_pretrained(text_dir) if text_dir.is_dir() else None
-        model = cls(
-            info["model"], info["num_outputs"], info["label_names"], info["multi_label"],
-            image_overrides=info.get("image_overrides"), text_hf_config=hf_config, pretrained=False,
-        )
-        load_state(model, load_file(str(directory / WEIGHTS)), strict=strict, source=str(directory))
+        try:
+            hf_config = AutoConfig.from_pretrained(text_dir) if text_dir.is_dir() else None
+            model = cls(
+                info["model"], info["num_outputs"], info["label_names"], info["multi_label"],
+                image_overrides=info.get("image_overrides"), text_hf_config=hf_config, pretrained=False,
+            )
+        except (KeyError, ValueError, TypeError, OSError) as err:  # a config edited by hand, or from another version
+            raise ModelNotAvailableError(
+                f"the model in {directory} cannot be rebuilt from {directory / CONFIG}"
+                f"{' and ' + str(text_dir) if text_dir.is_dir() else ''}: {type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else ''}; restore the files written by save_pretrained"
+            ) from err
+        load_state(model, read_weights(directory), strict=strict, source=str(directory))
         return model
 
 

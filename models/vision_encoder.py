@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import timm
 import torch
 from einops import rearrange
 from torch import Tensor, nn
@@ -58,6 +57,8 @@ class VisionEncoder(nn.Module):
         std: list[float] | None = None,
     ):
         super().__init__()
+        import timm  # here, not at import: a model without a vision tower (text-only) never loads timm
+
         if name not in timm.list_models() and not timm.is_model(name):
             raise ValueError(f"unknown timm model {name!r}; see timm.list_models('*vit*') for names")
         try:

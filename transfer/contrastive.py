@@ -118,6 +118,9 @@ class ContrastiveTask(Task):
     def calibrate(self, accelerator, model, loader, model_dir) -> None:
         return None  # no decision thresholds: the metrics are retrieval recalls
 
+    def metric_names(self, model: nn.Module) -> set[str]:
+        return {f"{d}_r@{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)} | {"r@1_mean", "chance_r@1", "n"}
+
     def embed(self, out: dict[str, Any]) -> tuple[Tensor, Tensor]:
         """Model outputs -> normalised ``(B, dim)`` text and image embeddings."""
         return (F.normalize(self.heads.text(out["text"].pooled), dim=-1),

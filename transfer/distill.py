@@ -201,6 +201,9 @@ class CrossModalDistillTask(_TeacherTask):
     def calibrate(self, accelerator, model, loader, model_dir) -> None:
         return None  # no decision thresholds: the metrics are retrieval recalls
 
+    def metric_names(self, model: nn.Module) -> set[str]:
+        return {f"i2t_r@{k}" for k in (1, 5, 10)} | {"cosine", "chance_r@1", "n"}
+
     def compute_targets(self, batch: dict[str, Any]) -> Tensor:
         pooled = self.teacher.text(batch["input_ids"], batch["attention_mask"]).pooled
         return F.normalize(self.teacher_heads.text(pooled) if self.teacher_heads is not None else pooled, dim=-1)

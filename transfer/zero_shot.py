@@ -13,12 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
-from sklearn.linear_model import LogisticRegression
 from torch import Tensor
 
 from models import MultimodalModel
-from models.folder import TASK_STATE, resolve_model_dir
+from models.folder import TASK_STATE, read_tensors, resolve_model_dir
 
 from .contrastive import AlignmentHeads
 
@@ -38,7 +36,7 @@ def load_aligned(path: str | Path, require_heads: bool = True) -> tuple[Multimod
             raise FileNotFoundError(f"{state_file} is missing: {str(path)!r} was not trained with "
                                     "train.task=contrastive, so it has no aligned image-text space")
         return model, None
-    state = {k.removeprefix("align."): v for k, v in load_file(str(state_file)).items() if k.startswith("align.")}
+    state = {k.removeprefix("align."): v for k, v in read_tensors(state_file).items() if k.startswith("align.")}
     if "text.weight" not in state or model.text is None or model.vision is None:
         if require_heads:
             raise ValueError(f"{str(path)!r} holds no contrastive alignment projections (align.text.weight)")
@@ -77,6 +75,8 @@ def transfer_head(train_x: Tensor, train_y: np.ndarray, test_x: Tensor, test_y: 
                   seed: int = 0) -> float:
     """Fit a logistic-regression head on ``train_x`` ``(N, D)`` and return its accuracy on ``test_x`` ``(M, D)``,
     which may come from the other modality."""
+    from sklearn.linear_model import LogisticRegression  # imported when a head is fitted (it is slow to import)
+
     head = LogisticRegression(max_iter=1000, random_state=seed).fit(train_x.numpy(), train_y)
     return float((head.predict(test_x.numpy()) == test_y).mean())
 
