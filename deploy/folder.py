@@ -16,6 +16,7 @@ from typing import Any
 
 from torch import nn
 
+from engine.run_folder import new_folder
 from models import MultimodalModel, resolve_model_dir
 from models.errors import ModelNotAvailableError
 from models.multimodal import CONFIG_NAME, WEIGHTS_NAME
@@ -70,29 +71,28 @@ def load_for_inference(path: str | Path) -> nn.Module:
 
 
 def write_export_folder(model: MultimodalModel, source: str | Path, out_dir: str | Path, kind: str,
-                        **options: Any) -> Path:
+                        overwrite: bool = False, **options: Any) -> Path:
     """Export ``model`` (loaded from run or model folder ``source``) as ``kind`` into ``out_dir``.
 
-    The kind writes its weight files; this writes the files every folder shares and ``export.json`` last, so a
-    folder with a manifest is complete.
+    The folder is written completely under a temporary name and then renamed into place (``overwrite`` replaces
+    an earlier export the same way), so a failed export leaves nothing and a folder with ``export.json`` is always
+    complete. ``out_dir`` may not be a run folder or the source model's folder.
     """
     EXPORTS.check_options(kind, options)
-    out_dir = Path(out_dir)
-    if (out_dir / MANIFEST_NAME).exists() or (out_dir / "model.safetensors").exists():
-        raise FileExistsError(f"{out_dir} already holds an exported model; choose another --out or delete it")
-    out_dir.mkdir(parents=True, exist_ok=True)
     model_dir = resolve_model_dir(source)
-    details = get_export(kind).export(model, out_dir, source=Path(source), **options)
-    (out_dir / CONFIG_NAME).write_text(json.dumps(model.config_dict(), indent=2))
-    for item in model_dir.iterdir():  # tokenizer/, text_config/ and side files such as tuned thresholds
-        if item.is_dir():
-            shutil.copytree(item, out_dir / item.name, dirs_exist_ok=True)
-        elif item.name not in (WEIGHTS_NAME, CONFIG_NAME) and not (out_dir / item.name).exists():
-            shutil.copy(item, out_dir / item.name)
-    run_config = Path(source) / "config.yaml"
-    if run_config.is_file():
-        shutil.copy(run_config, out_dir / "config.yaml")
-    files = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file())
-    manifest = {"format": FORMAT_VERSION, "kind": kind, "source": str(source), "files": files, "details": details}
-    (out_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
-    return out_dir
+    with new_folder(out_dir, overwrite, protect=[model_dir], what="export") as tmp:
+        details = get_export(kind).export(model, tmp, source=Path(source), **options)
+        (tmp / CONFIG_NAME).write_text(json.dumps(model.config_dict(), indent=2))
+        for item in model_dir.iterdir():  # tokenizer/, text_config/ and side files such as tuned thresholds
+            if item.is_dir():
+                shutil.copytree(item, tmp / item.name, dirs_exist_ok=True)
+            elif item.name not in (WEIGHTS_NAME, CONFIG_NAME) and not (tmp / item.name).exists():
+                shutil.copy(item, tmp / item.name)
+        run_config = Path(source) / "config.yaml"
+        if run_config.is_file():
+            shutil.copy(run_config, tmp / "config.yaml")
+        files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
+        manifest = {"format": FORMAT_VERSION, "kind": kind, "source": str(source), "files": files,
+                    "details": details}
+        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
+    return Path(out_dir)

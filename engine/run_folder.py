@@ -14,12 +14,15 @@ folder has one owner, the main process of the run holding ``.lock``; only the ma
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
 import os
+import shutil
 import socket
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,7 @@ logger = logging.getLogger(__name__)
 LOCK_FILE = ".lock"
 PREEMPTED_FILE = "preempted.json"
 RUN_FILES = ("config.yaml", "model", "checkpoints", "metrics.json", "log.jsonl")  # any of them: a run lives here
+TRAINING_FILES = ("checkpoints", "log.jsonl")  # what only training writes (exports and merges hold none of them)
 
 
 class RunExistsError(FileExistsError):
@@ -106,6 +110,50 @@ def move_aside(folder: str | Path) -> Path:
             target, n = folder.with_name(f"{folder.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}-{n}"), n + 1
         folder.rename(target)
     return target
+
+
+def _inside(path: Path, other: Path) -> bool:
+    return path == other or other in path.parents
+
+
+@contextlib.contextmanager
+def new_folder(final: str | Path, overwrite: bool = False, protect: Iterable[str | Path] = (),
+               what: str = "output") -> Iterator[Path]:
+    """Write a folder completely, then put it in place: yields an empty temporary sibling to fill; on success it
+    becomes ``final``, on any error nothing is left behind.
+
+    ``final`` must not exist (or, with ``overwrite``, is replaced by one rename only once the new folder is
+    complete), must not hold a run (a training folder is never written into), must not be locked by a training,
+    and must be neither inside nor around any of ``protect`` (the inputs: an output never replaces what it was
+    made from).
+    """
+    final = Path(final).absolute()
+    for source in map(lambda p: Path(p).absolute(), protect):
+        if _inside(final, source) or _inside(source, final):
+            raise FileExistsError(f"{what} {final} would write into or over the input {source}; choose another "
+                                  "output folder")
+    if final.exists():
+        trained = [n for n in TRAINING_FILES if (final / n).exists()]
+        if trained:
+            raise FileExistsError(f"{final} holds a training run ({', '.join(trained)}); write the {what} to another "
+                                  "folder")
+        if not overwrite and any(final.iterdir()):
+            raise FileExistsError(f"{final} already exists; choose another folder, or pass --overwrite to replace it")
+    tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if final.exists():
+            with FolderLock(final, f"replacing it with a new {what}"):
+                old = final.with_name(f".old-{final.name}-{os.getpid()}")
+                final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 class RunFolder:

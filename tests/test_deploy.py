@@ -122,9 +122,21 @@ def test_user_errors_are_clear(tiny_run, tmp_path):
         export.main([str(tiny_run), "--kind", "int8", "--parts", "txt", "--out", str(tmp_path / "a")])
     with pytest.raises(ValueError, match="sparsity must be in"):
         export.main([str(tiny_run), "--kind", "pruned", "--sparsity", "1.5", "--out", str(tmp_path / "b")])
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # a failed export leaves nothing
+    assert not list(tmp_path.glob(".tmp-*"))
     export.main([str(tiny_run), "--kind", "int8", "--out", str(tmp_path / "c")])
-    with pytest.raises(FileExistsError, match="already holds"):
+    with pytest.raises(FileExistsError, match="already exists; .* --overwrite"):
         export.main([str(tiny_run), "--kind", "int8", "--out", str(tmp_path / "c")])
+    export.main([str(tiny_run), "--kind", "pruned", "--out", str(tmp_path / "c"), "--overwrite"])
+    assert json.loads((tmp_path / "c" / MANIFEST_NAME).read_text())["kind"] == "pruned"
+    config = (tiny_run / "config.yaml").read_text()
+    with pytest.raises(FileExistsError, match="over the input"):  # never into the run folder, even asked to
+        export.main([str(tiny_run), "--kind", "int8", "--out", str(tiny_run), "--overwrite"])
+    with pytest.raises(FileExistsError, match="holds a training run"):  # nor into another run's folder
+        export.main([str(tmp_path / "c"), "--kind", "int8", "--out", str(tiny_run.parent / "tiny"), "--overwrite"])
+    with pytest.raises(FileExistsError, match="over the input"):
+        export.main([str(tiny_run), "--kind", "int8", "--out", str(tiny_run / "model" / "int8")])
+    assert (tiny_run / "config.yaml").read_text() == config and not (tiny_run / MANIFEST_NAME).exists()
     manifest = json.loads((tmp_path / "c" / MANIFEST_NAME).read_text())
     (tmp_path / "c" / MANIFEST_NAME).write_text(json.dumps({**manifest, "format": 99}))
     with pytest.raises(ValueError, match="re-export"):

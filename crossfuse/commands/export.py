@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset")
     parser.add_argument("--reduce-range", action="store_true",
                         help="onnx-int8: 7-bit weights (ONNX Runtime's advice for x86 CPUs without VNNI)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out (never a run)")
     parser.add_argument("--parity-batches", type=int, default=2, help="real batches to compare ONNX with PyTorch")
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.kind == "onnx-int8":
         options["reduce_range"] = args.reduce_range
     model = MultimodalModel.from_pretrained(run_dir).eval()
-    write_export_folder(model, run_dir, out, args.kind, **options)
+    write_export_folder(model, run_dir, out, args.kind, overwrite=args.overwrite, **options)
     manifest = json.loads((out / MANIFEST_NAME).read_text())
     if args.kind in ("onnx", "onnx-int8") and args.parity_batches > 0 and (run_dir / "config.yaml").is_file():
         atol = ATOL if args.kind == "onnx" else None
