@@ -6,7 +6,8 @@ docs/distributed.md.
 Matrix: a tiny run (the test suite's configuration, 60 steps, a checkpoint every 20) is started as one process
 (``python train.py``) or two (``accelerate launch --config_file configs/accelerate/cpu_2proc.yaml``), with
 ``data.num_workers`` 0 or 2, and SIGTERM is sent once it has logged 5 steps: to the whole process group (what
-SLURM does), to the launcher alone, or to one rank alone. Reported: the exit status, whether a complete
+SLURM does for one process), to the launcher alone, to one rank alone, or (``slurm``) to every process with the
+launcher ignoring SIGTERM, as ``scripts/slurm/*.sbatch`` start it. Reported: the exit status, whether a complete
 checkpoint and the ``preempted.json`` marker were written, and whether ``--resume latest`` then ends with exactly
 the weights of the same run left uninterrupted.
 
@@ -65,9 +66,21 @@ def ranks(launcher: int) -> list[int]:
     return out
 
 
+def descendants(pid: int) -> list[int]:
+    todo, found = [pid], []
+    while todo:
+        found.append(todo.pop())
+        todo += children(found[-1])
+    return found
+
+
 def interrupted_case(processes: int, workers: int, target: str, out: Path, data: Path) -> dict:
     name = f"p{processes}w{workers}{target}"
-    proc = subprocess.Popen(command(processes, out, name, workers, data), cwd=ROOT, env=ENV, start_new_session=True,
+    cmd = command(processes, out, name, workers, data)
+    if target == "slurm":  # as scripts/slurm/*.sbatch start it: the launcher ignores TERM, its workers handle it
+        cmd = ["bash", "-c", "trap '' TERM; exec " + " ".join(f"'{c}'" for c in cmd)]
+    env = {**ENV, "PET_SIGNALS_TO_HANDLE": "SIGINT,SIGHUP,SIGQUIT"} if target == "slurm" else ENV
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log, deadline = out / name / "log.jsonl", time.time() + 300
     while not (log.is_file() and len(log.read_text().splitlines()) >= 5):
@@ -76,6 +89,9 @@ def interrupted_case(processes: int, workers: int, target: str, out: Path, data:
         time.sleep(0.05)
     if target == "group":
         os.killpg(proc.pid, signal.SIGTERM)
+    elif target == "slurm":  # slurmstepd signals every process of the step (torch elastic's workers have their own
+        for pid in descendants(proc.pid):  # sessions, so a process-group signal would not reach them)
+            os.kill(pid, signal.SIGTERM)
     elif target == "launcher":
         os.kill(proc.pid, signal.SIGTERM)
     else:
@@ -114,7 +130,7 @@ def matrix(out: Path) -> list[dict]:
                                  env=ENV, capture_output=True, text=True, timeout=900)
             if ref.returncode != 0:
                 sys.exit(f"reference run failed:\n{ref.stdout[-2000:]}{ref.stderr[-2000:]}")
-            for target in (("group", "launcher", "rank") if processes == 2 else ("group", "launcher")):
+            for target in (("group", "launcher", "rank", "slurm") if processes == 2 else ("group", "launcher")):
                 row = interrupted_case(processes, workers, target, out, data)
                 print(row, flush=True)
                 rows.append(row)
@@ -159,8 +175,12 @@ def main(argv: list[str] | None = None) -> None:
     parts = ["## Pre-emption matrix and evaluation memory (`benchmarks/preemption.py`)", ""]
     if cases:
         parts += [
-            "A tiny run (60 steps, a checkpoint every 20) sent SIGTERM once it had logged 5 steps. *Exact*: "
-            "`--resume latest` then ends with the weights of the same run left uninterrupted, bit for bit.", "",
+            "A tiny run (60 steps, a checkpoint every 20) sent SIGTERM once it had logged 5 steps. *slurm*: every "
+            "process of the launch, the launcher ignoring SIGTERM (`trap '' TERM`, `PET_SIGNALS_TO_HANDLE` without "
+            "it), which is how the SLURM scripts start it; torch elastic's agent (under `accelerate launch` and "
+            "`torchrun`) otherwise re-raises a SIGTERM it receives and exits 1 after its workers have saved and "
+            "exited 0. *Exact*: `--resume latest` then ends with the weights of the same run left uninterrupted, "
+            "bit for bit.", "",
             markdown_table(["processes", "loader workers", "SIGTERM to", "exit status", "checkpoint", "marker",
                             "resume exact"],
                            [[c.get("processes", "?"), c.get("workers", "?"), c.get("target", c["case"]),

@@ -20,12 +20,15 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 
 def shipped_config(relative: str) -> Path:
-    """A file of the project's ``configs/`` folder, installed with the package as ``crossfuse.configs``."""
+    """A file of the project's ``configs/`` folder: the checkout's own when the code runs from one, else the copy
+    installed with the package as ``crossfuse.configs``."""
+    checkout = Path(__file__).resolve().parent.parent / "configs"
+    if (checkout / "defaults.yaml").is_file():
+        return checkout / relative
     try:
-        root = Path(str(resources.files("crossfuse.configs")))
-    except ModuleNotFoundError:  # a checkout used without installing it
-        root = Path(__file__).resolve().parent.parent / "configs"
-    return root / relative
+        return Path(str(resources.files("crossfuse.configs"))) / relative
+    except ModuleNotFoundError:
+        return checkout / relative
 
 
 DEFAULTS = shipped_config("defaults.yaml")
