@@ -2,8 +2,8 @@
 
 Reads every configured split (train, eval, test) with ``data.on_error=skip`` and, where the dataset supports it,
 every image decoded, then prints per split the usable rows, the rejected rows per reason with ``file:line``
-examples, and the label counts. Exits with status 1 if any row would be rejected (0 if the data is clean), so it
-can gate a job script.
+examples, the label map and counts, and duplicate ids. Exits with status 1 if any row would be rejected, an id
+names several rows, or a split cannot be read (0 if the data is clean), so it can gate a job script.
 
 The command lives in ``crossfuse/commands/validate.py`` (``crossfuse validate ...`` once installed); this script keeps
 ``python validate.py ...`` working in a checkout.

@@ -13,18 +13,22 @@ from . import (  # noqa: F401  (registration)
     webdataset,
 )
 from .jsonl import read_jsonl
+from .labels import LabelMap
 from .processing import Collator, ExampleProcessor, ProcessedDataset, build_dataloader, build_image_transform
 from .records import DataError, MultimodalDataset
 from .registry import create_dataset, dataset_params, list_datasets, register_dataset
 from .shapes import generate_shapes, sample_examples
+from .splits import SplitNotFoundError
 from .tokenizer import train_wordpiece_tokenizer
 
 __all__ = [
     "Collator",
     "DataError",
     "ExampleProcessor",
+    "LabelMap",
     "MultimodalDataset",
     "ProcessedDataset",
+    "SplitNotFoundError",
     "build_dataloader",
     "build_image_transform",
     "create_dataset",

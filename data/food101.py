@@ -12,9 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .labels import LabelMap, label_names_from_rows
 from .records import DataError, MultimodalDataset
 from .registry import register_dataset
 from .rows import Columns, carve_dev, class_folder_files, records_from_rows
+from .splits import SplitNotFoundError, require_root
 
 
 def _rows(items: list[tuple[str, Path]], text_dir: Path) -> Iterator[tuple[str, int, Any]]:
@@ -41,6 +43,7 @@ def build_food101(
     on_error: str = "raise",
     check_images: bool = False,
     max_text_chars: int | None = None,
+    label_case: str = "error",
 ) -> MultimodalDataset:
     """One split of UPMC Food-101.
 
@@ -52,23 +55,24 @@ def build_food101(
         text_dir: folder of the per-image texts, relative to root.
         on_error / check_images: see :func:`data.table.build_table`.
         max_text_chars: longer texts are an error (default: no limit; the texts are whole web pages).
+        label_case: see :func:`data.table.build_table`.
     """
-    base = Path(root)
+    base = require_root(root)
     train_dir = base / "images" / "train"
     if not train_dir.is_dir():
         raise FileNotFoundError(f"{train_dir} does not exist: expected the UPMC Food-101 layout "
                                 "images/{train,test}/<label>/*.jpg + texts_txt/<label>/*.txt under data.root")
-    names = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
-    if split in ("train", "dev"):
-        items = class_folder_files(train_dir)
-        if dev_fraction > 0:
-            items = carve_dev(items, split, dev_fraction, seed)
-        elif split == "dev":
-            raise FileNotFoundError("food101: split 'dev' needs dev_fraction > 0 (the release has no dev split)")
+    train_items = class_folder_files(train_dir)
+    names = label_names_from_rows(((str(f), 1, {"label": c}) for c, f in train_items), "label",
+                                  label_case=label_case)
+    available = ["train", "test"] + (["dev"] if dev_fraction > 0 else [])
+    if split == "train" or (split == "dev" and dev_fraction > 0):
+        items = carve_dev(train_items, split, dev_fraction, seed) if dev_fraction > 0 else train_items
     elif split == "test":
         items = class_folder_files(base / "images" / "test")
     else:
-        raise FileNotFoundError(f"no UPMC Food-101 split {split!r}; splits are train, dev, test")
+        hint = "the release has no dev split: dev_fraction > 0 carves one from train" if split == "dev" else ""
+        raise SplitNotFoundError(split, root, available, hint)
     cols = Columns(id="id", text="text", image="image", label="label")
-    return records_from_rows(_rows(items, base / text_dir), cols, names, str(base.resolve()), on_error,
-                             check_images, max_text_chars, multi_label=False)
+    return records_from_rows(_rows(items, base / text_dir), cols, LabelMap(names, label_case), str(base.resolve()),
+                             on_error, check_images, max_text_chars, multi_label=False)

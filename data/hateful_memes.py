@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .labels import LabelMap
 from .records import MultimodalDataset
 from .registry import register_dataset
 from .rows import MAX_TEXT_CHARS, Columns, records_from_rows
+from .splits import SplitNotFoundError, require_root
 from .table import iter_table
 
 LABELS = ["not_hateful", "hateful"]
@@ -38,21 +40,23 @@ def build_hateful_memes(
     root: str,
     split: str,
     on_error: str = "raise",
+    allow_outside_root: bool = False,
     check_images: bool = False,
     max_text_chars: int | None = MAX_TEXT_CHARS,
+    label_case: str = "error",
 ) -> MultimodalDataset:
     """One split of Hateful Memes; labels ``not_hateful`` (0) / ``hateful`` (1), meme image + its overlaid text.
 
     Args:
         root: the folder holding ``img/`` and the ``*.jsonl`` files (as unpacked from DrivenData).
         split: ``train``, ``dev_seen``, ``test_seen``, ``dev_unseen``, ``test_unseen`` (or phase-1 ``dev``/``test``).
-        on_error / check_images / max_text_chars: see :func:`data.table.build_table`.
+        on_error / check_images / max_text_chars / label_case: see :func:`data.table.build_table`.
     """
-    path = Path(root) / f"{split}.jsonl"
+    path = require_root(root) / f"{split}.jsonl"
     if not path.is_file():
-        found = sorted(p.stem for p in Path(root).glob("*.jsonl"))
-        raise FileNotFoundError(f"no Hateful Memes split {split!r}: {path} does not exist (splits found in {root}: "
-                                f"{found}; the DrivenData release has {', '.join(SPLITS[:5])})")
+        raise SplitNotFoundError(split, root, (p.stem for p in Path(root).glob("*.jsonl")),
+                                 f"the DrivenData release has {', '.join(SPLITS[:5])}")
     cols = Columns(id="id", text="text", image="img", label="label" if _file_has_labels(path) else None)
-    return records_from_rows(iter_table(path), cols, LABELS, str(Path(root).resolve()), on_error, check_images,
-                             max_text_chars, multi_label=False)
+    return records_from_rows(iter_table(path), cols, LabelMap(LABELS, label_case), str(Path(root).resolve()),
+                             on_error, check_images, max_text_chars, multi_label=False,
+                             allow_outside_root=allow_outside_root)

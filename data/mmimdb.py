@@ -18,9 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .labels import LabelMap, split_labels
 from .records import DataError, MultimodalDataset
 from .registry import register_dataset
 from .rows import MAX_TEXT_CHARS, Columns, records_from_rows
+from .splits import SplitNotFoundError, require_root
 from .table import iter_table
 
 GENRES = ["Drama", "Comedy", "Romance", "Thriller", "Crime", "Action", "Adventure", "Horror", "Documentary",
@@ -42,7 +44,7 @@ def _raw_rows(root: Path, split: str) -> Iterator[tuple[str, int, Any]]:
     split_file = root / "split.json"
     ids = json.loads(split_file.read_text(encoding="utf-8"))
     if split not in ids:
-        raise FileNotFoundError(f"no MM-IMDb split {split!r} in {split_file} (it has {sorted(ids)})")
+        raise SplitNotFoundError(split, root, ids, f"the splits listed in {split_file}")
     for movie_id in ids[split]:
         path = root / "dataset" / f"{movie_id}.json"
         if not path.is_file():
@@ -59,10 +61,11 @@ def _raw_rows(root: Path, split: str) -> Iterator[tuple[str, int, Any]]:
         yield str(path), 1, row
 
 
-def _filter_genres(rows, names: set[str]):
+def _filter_genres(rows, names: LabelMap):
+    """Drop the genres that are not classes (matched by the label policy: ``' Drama'`` is ``Drama``)."""
     for file, line, row in rows:
-        if isinstance(row, dict) and isinstance(row.get("label"), list):
-            row["label"] = [g for g in row["label"] if g in names]
+        if isinstance(row, dict) and row.get("label") is not None:
+            row["label"] = [g for g in split_labels(row["label"]) if names.lookup(g) is not None]
         yield file, line, row
 
 
@@ -74,8 +77,10 @@ def build_mmimdb(
     labels: list[str] | None = None,
     unknown_genres: str = "drop",
     on_error: str = "raise",
+    allow_outside_root: bool = False,
     check_images: bool = False,
     max_text_chars: int | None = MAX_TEXT_CHARS,
+    label_case: str = "error",
 ) -> MultimodalDataset:
     """One split of MM-IMDb as a multi-label dataset over the 23 genres.
 
@@ -86,12 +91,12 @@ def build_mmimdb(
         labels: the genre list (default: the 23 genres of Arevalo et al.).
         unknown_genres: ``drop`` genres outside ``labels`` (the raw release tags movies with rarer genres the
             benchmark leaves out) or ``error`` on them.
-        on_error / check_images / max_text_chars: see :func:`data.table.build_table`.
+        on_error / check_images / max_text_chars / label_case: see :func:`data.table.build_table`.
     """
     for name, value, valid in (("layout", layout, LAYOUTS), ("unknown_genres", unknown_genres, UNKNOWN_GENRES)):
         if value not in valid:
             raise ValueError(f"mmimdb: {name}={value!r}; choose one of {', '.join(valid)}")
-    base = Path(root)
+    base = require_root(root)
     if layout == "auto":
         layout = "raw" if (base / "split.json").is_file() else "jsonl"
     if layout == "raw":
@@ -101,13 +106,12 @@ def build_mmimdb(
     else:
         path = base / f"{split}.jsonl"
         if not path.is_file():
-            found = sorted(p.stem for p in base.glob("*.jsonl"))
-            raise FileNotFoundError(f"no MM-IMDb split {split!r}: {path} does not exist (jsonl splits in {root}: "
-                                    f"{found}; for the raw release, {base / 'split.json'} is needed)")
+            raise SplitNotFoundError(split, root, (p.stem for p in base.glob("*.jsonl")),
+                                     f"jsonl layout; for the raw release, {base / 'split.json'} is needed")
         rows = _jsonl_rows(path)
-    names = list(labels or GENRES)
+    names = LabelMap(labels or GENRES, label_case)
     if unknown_genres == "drop":
-        rows = _filter_genres(rows, set(names))
+        rows = _filter_genres(rows, names)
     cols = Columns(id="id", text="text", image="img", label="label")
     return records_from_rows(rows, cols, names, str(base.resolve()), on_error, check_images, max_text_chars,
-                             multi_label=True)
+                             multi_label=True, allow_outside_root=allow_outside_root)

@@ -4,7 +4,6 @@ image loading with file:line errors, and the :class:`Collator` that defines the 
 
 from __future__ import annotations
 
-import io
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +12,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from .images import open_rgb
 from .records import DataError, MultimodalDataset, check_on_error
 
 _TRANSFORM_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
@@ -61,8 +61,7 @@ class ExampleProcessor:
     def load_image(self, record: dict[str, Any]) -> Image.Image:
         source = record["image"]
         try:  # a path, or the encoded bytes a HuggingFace dataset stores
-            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
-                return im.convert("RGB")
+            return open_rgb(source)
         except (OSError, SyntaxError, ValueError) as e:
             raise DataError(
                 "unreadable_image", record["file"], record["line"],

@@ -12,14 +12,21 @@ ON_ERROR = ("raise", "skip")
 
 
 class DataError(ValueError):
-    """A problem with one row of a data file; the message starts with ``file:line``."""
+    """A problem with one row of a data file; the message starts with ``file:line`` (``file:line-last_line`` for a
+    row read from several physical lines, such as a CSV field that a stray quote ran on)."""
 
-    def __init__(self, reason: str, file: str, line: int, detail: str):
-        super().__init__(f"{file}:{line}: {reason.replace('_', ' ')}: {detail}")
+    def __init__(self, reason: str, file: str, line: int, detail: str, last_line: int | None = None):
+        self.last_line = last_line if last_line is not None and last_line != line else None
+        where = f"{line}-{self.last_line}" if self.last_line is not None else f"{line}"
+        super().__init__(f"{file}:{where}: {reason.replace('_', ' ')}: {detail}")
         self.reason, self.file, self.line, self.detail = reason, file, line, detail
 
     def as_skip(self) -> dict[str, Any]:
-        return {"reason": self.reason, "file": self.file, "line": self.line, "detail": self.detail}
+        """``{reason, file, line, detail}``, plus ``last_line`` for a row spanning several lines."""
+        skip = {"reason": self.reason, "file": self.file, "line": self.line, "detail": self.detail}
+        if self.last_line is not None:
+            skip["last_line"] = self.last_line
+        return skip
 
 
 def check_on_error(on_error: str) -> str:

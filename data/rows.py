@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .jsonl import check_image
+from .images import image_path
+from .labels import LabelMap
 from .records import DataError, MultimodalDataset, check_on_error
 
 # A text this long is almost always a parsing accident (an unbalanced CSV quote swallows the following lines into
@@ -29,7 +30,8 @@ class Columns:
 
     ``image`` may hold a path (relative to the dataset's image root), raw bytes, or ``{"path", "bytes"}`` (a
     HuggingFace ``Image`` feature read without decoding). ``label`` may hold a name, an index, or a list of them
-    (multi-label); with ``label_sep`` a string such as ``"Drama|Comedy"`` is split into a list.
+    (multi-label); with ``label_sep`` a string such as ``"Drama|Comedy"`` is split into a list. Labels are matched
+    to classes by the one label policy of :mod:`data.labels`.
     """
 
     id: str | None = "id"
@@ -47,46 +49,20 @@ def modality_columns(modalities, text_column: str, image_column: str) -> tuple[s
     return (text_column if "text" in modalities else None), (image_column if "image" in modalities else None)
 
 
-def parse_label(raw: Any, names: list[str], err, sep: str | None = None) -> int | list[int] | None:
-    """A label name / index (or a list of them) -> class index (or list); ``None`` stays ``None`` (unlabelled)."""
-    if raw is None:
-        return None
-    if sep is not None and isinstance(raw, str):
-        raw = [x.strip() for x in raw.split(sep) if x.strip()]
-
-    def one(x: Any) -> int:
-        if isinstance(x, (int, np.integer)) and not isinstance(x, bool) and 0 <= x < len(names):
-            return int(x)
-        if isinstance(x, str) and x in names:
-            return names.index(x)
-        if isinstance(x, str) and x.strip().lstrip("-").isdigit() and str(x.strip()) not in names:
-            return one(int(x))
-        shown = names if len(names) <= 30 else names[:30] + ["..."]
-        raise err("unknown_label", f"label {x!r} is not one of {shown} (or an index into them)")
-
-    return [one(x) for x in raw] if isinstance(raw, (list, tuple)) else one(raw)
-
-
-def _resolve_image(value: Any, image_root: str, err, check_images: bool) -> Any:
+def _resolve_image(value: Any, image_root: str, err, check_images: bool, allow_outside_root: bool = False
+                   ) -> Any:
     if isinstance(value, dict):  # HuggingFace Image feature, decode=False
         value = value.get("path") if value.get("bytes") is None else value["bytes"]
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
-    path = os.path.abspath(os.path.join(image_root, str(value)))
-    if not os.path.isfile(path):
-        raise err("missing_image", f"image file {path} does not exist")
-    if check_images:
-        try:
-            check_image(path)
-        except (OSError, SyntaxError, ValueError) as e:
-            raise err("unreadable_image", f"cannot read image {path}: {e}") from None
-    return path
+    return image_path(value, image_root, err, allow_outside_root, check_images)
 
 
-def make_record(row: dict[str, Any], cols: Columns, names: list[str], image_root: str, file: str, line: int,
-                check_images: bool = False, max_text_chars: int | None = MAX_TEXT_CHARS) -> dict[str, Any]:
+def make_record(row: dict[str, Any], cols: Columns, names: LabelMap, image_root: str, file: str, line: int,
+                check_images: bool = False, max_text_chars: int | None = MAX_TEXT_CHARS,
+                allow_outside_root: bool = False) -> dict[str, Any]:
     """One row -> a record (see :class:`~data.records.MultimodalDataset`), or :class:`DataError` naming file:line."""
 
     def err(reason: str, detail: str) -> DataError:
@@ -104,48 +80,64 @@ def make_record(row: dict[str, Any], cols: Columns, names: list[str], image_root
         if max_text_chars is not None and len(text) > max_text_chars:
             raise err("text_too_long", f"text has {len(text)} characters (> max_text_chars={max_text_chars}); "
                                        "a broken quote in a CSV often merges lines, else raise max_text_chars")
-    image = _resolve_image(row[cols.image], image_root, err, check_images) if cols.image is not None else None
-    label = parse_label(row[cols.label], names, err, cols.label_sep) if cols.label is not None else None
+    image = _resolve_image(row[cols.image], image_root, err, check_images, allow_outside_root) \
+        if cols.image is not None else None
+    label = names.parse(row[cols.label], err, cols.label_sep) if cols.label is not None else None
     return {"id": str(row[cols.id]) if cols.id is not None else f"{os.path.basename(file)}:{line}",
             "text": text, "image": image, "label": label, "lang": row.get("lang"), "file": file, "line": line}
 
 
-def records_from_rows(rows: Iterable[tuple[str, int, Any]], cols: Columns, names: list[str], image_root: str,
-                      on_error: str = "raise", check_images: bool = False, max_text_chars: int | None = MAX_TEXT_CHARS,
-                      multi_label: bool | None = None) -> MultimodalDataset:
-    """Check every row and build the dataset.
-
-    Args:
-        rows: ``(file, line, row)``; a reader passes a :class:`DataError` as ``row`` for a line it could not parse.
-        cols / names / image_root: see :func:`make_record`.
-        on_error: ``"raise"`` the first :class:`DataError`, or ``"skip"`` bad rows and record each in ``skipped``.
-        multi_label: force (or forbid) multi-label; ``None`` = multi-label if any label is a list.
-    """
-    check_on_error(on_error)
-    records, skipped = [], []
-    for file, line, row in rows:
-        try:
-            if isinstance(row, DataError):
-                raise row
-            records.append(make_record(row, cols, names, image_root, file, line, check_images, max_text_chars))
-        except DataError as e:
-            if on_error == "raise":
-                raise
-            skipped.append(e.as_skip())
+def settle_labels(records: list[dict[str, Any]], on_error: str, multi_label: bool | None,
+                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], bool]:
+    """A split is labelled throughout (train) or not at all (a test file released without labels): in a labelled
+    split an unlabelled row is a ``missing_label`` error. Returns ``(records, skips, multi_label)``; multi-label
+    records get list labels throughout."""
+    skipped = []
     unlabelled = [r for r in records if r["label"] is None]
-    if unlabelled and len(unlabelled) < len(records):  # a split is labelled throughout (train) or not at all (test)
+    if unlabelled and len(unlabelled) < len(records):
         bad = [DataError("missing_label", r["file"], r["line"], "no label, but other rows of this split have one")
                for r in unlabelled]
         if on_error == "raise":
             raise bad[0]
-        skipped.extend(e.as_skip() for e in bad)
+        skipped = [e.as_skip() for e in bad]
         records = [r for r in records if r["label"] is not None]
     multi = any(isinstance(r["label"], list) for r in records) if multi_label is None else multi_label
     if multi:
         for r in records:
             if r["label"] is not None and not isinstance(r["label"], list):
                 r["label"] = [r["label"]]
-    return MultimodalDataset(records, names, multi_label=multi, skipped=skipped)
+    return records, skipped, multi
+
+
+def records_from_rows(rows: Iterable[tuple[str, int, Any]], cols: Columns, names: LabelMap | list[str],
+                      image_root: str, on_error: str = "raise", check_images: bool = False,
+                      max_text_chars: int | None = MAX_TEXT_CHARS, multi_label: bool | None = None,
+                      allow_outside_root: bool = False) -> MultimodalDataset:
+    """Check every row and build the dataset.
+
+    Args:
+        rows: ``(file, line, row)``; a reader passes a :class:`DataError` as ``row`` for a line it could not parse.
+        cols / image_root: see :func:`make_record`.
+        names: the classes (a :class:`~data.labels.LabelMap`, or plain names matched with ``label_case="error"``).
+        on_error: ``"raise"`` the first :class:`DataError`, or ``"skip"`` bad rows and record each in ``skipped``.
+        multi_label: force (or forbid) multi-label; ``None`` = multi-label if any label is a list.
+        allow_outside_root: read image paths that leave ``image_root`` (refused by default, per row).
+    """
+    check_on_error(on_error)
+    labels = LabelMap.of(names)
+    records, skipped = [], []
+    for file, line, row in rows:
+        try:
+            if isinstance(row, DataError):
+                raise row
+            records.append(make_record(row, cols, labels, image_root, file, line, check_images, max_text_chars,
+                                       allow_outside_root))
+        except DataError as e:
+            if on_error == "raise":
+                raise
+            skipped.append(e.as_skip())
+    records, unlabelled, multi = settle_labels(records, on_error, multi_label)
+    return MultimodalDataset(records, labels.names, multi_label=multi, skipped=skipped + unlabelled)
 
 
 def stratified_split(labels: list[Any], fraction: float, seed: int = 0) -> np.ndarray:

@@ -45,6 +45,7 @@ from .jsonl import read_jsonl
 from .records import MultimodalDataset
 from .registry import register_dataset
 from .shapes_text import COLOURS, LANGUAGES, SHAPES, render, vocabulary_lines
+from .splits import SplitNotFoundError
 from .tokenizer import train_wordpiece_tokenizer
 
 SPLITS = ("train", "val", "test")
@@ -306,7 +307,7 @@ def build_shapes(
         generate: create the data in ``root`` if it is not there; if False a missing dataset is an error.
     """
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}.{_hint(split, SPLITS)} Valid: {', '.join(SPLITS)}")
+        raise SplitNotFoundError(split, root, SPLITS, _hint(split, SPLITS).strip())
     root_path = Path(root)
     if generate:
         generate_shapes(root_path, n_train, n_val, n_test, LANGUAGES, difficulty, image_size, seed)

@@ -13,9 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .labels import LabelMap
 from .records import MultimodalDataset
 from .registry import register_dataset
 from .rows import MAX_TEXT_CHARS, Columns, records_from_rows
+from .splits import SplitNotFoundError, require_root
 from .table import iter_table
 
 LABELS = ["contradiction", "neutral", "entailment"]
@@ -46,8 +48,10 @@ def build_snli_ve(
     split: str,
     image_dir: str = "flickr30k_images",
     on_error: str = "raise",
+    allow_outside_root: bool = False,
     check_images: bool = False,
     max_text_chars: int | None = MAX_TEXT_CHARS,
+    label_case: str = "error",
 ) -> MultimodalDataset:
     """One split of SNLI-VE, labels ``contradiction`` / ``neutral`` / ``entailment``.
 
@@ -55,13 +59,14 @@ def build_snli_ve(
         root: folder holding the jsonl files and ``image_dir``.
         split: ``train``, ``dev`` or ``test``.
         image_dir: the Flickr30k image folder, relative to root.
-        on_error / check_images / max_text_chars: see :func:`data.table.build_table`.
+        on_error / check_images / max_text_chars / label_case: see :func:`data.table.build_table`.
     """
-    base = Path(root)
+    base = require_root(root)
     path = next((p for p in (base / f"snli_ve_{split}.jsonl", base / f"{split}.jsonl") if p.is_file()), None)
     if path is None:
-        raise FileNotFoundError(f"no SNLI-VE split {split!r}: neither snli_ve_{split}.jsonl nor {split}.jsonl in "
-                                f"{base} (files there: {sorted(p.name for p in base.glob('*.jsonl'))})")
+        have = {p.stem.removeprefix("snli_ve_") for p in base.glob("*.jsonl")}
+        raise SplitNotFoundError(split, root, have, f"neither snli_ve_{split}.jsonl nor {split}.jsonl")
     cols = Columns(id="id", text="text", image="image", label="label")
-    return records_from_rows(_normalise(iter_table(path), image_dir), cols, LABELS, str(base.resolve()), on_error,
-                             check_images, max_text_chars, multi_label=False)
+    return records_from_rows(_normalise(iter_table(path), image_dir), cols, LabelMap(LABELS, label_case),
+                             str(base.resolve()), on_error, check_images, max_text_chars, multi_label=False,
+                             allow_outside_root=allow_outside_root)

@@ -13,7 +13,6 @@ sample of that shard) and, under ``on_error=skip``, counted in the run folder's 
 
 from __future__ import annotations
 
-import json
 import random
 import tarfile
 from collections.abc import Iterator
@@ -22,9 +21,11 @@ from typing import Any
 
 from torch.utils.data import IterableDataset, get_worker_info
 
+from .labels import LabelMap, check_label_case, label_names_from_rows, read_label_file
 from .records import DataError, check_on_error
 from .registry import register_dataset
 from .rows import MAX_TEXT_CHARS, Columns, make_record
+from .splits import SplitNotFoundError, require_root, splits_matching
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
@@ -51,7 +52,7 @@ def _samples(shard: Path) -> Iterator[tuple[int, str, dict[str, bytes]]]:
 def _row(group: dict[str, bytes]) -> dict[str, Any]:
     image = next((group[e] for e in IMAGE_EXTS if e in group), None)
     text = group["txt"].decode("utf-8") if "txt" in group else None
-    label = group["cls"].decode("utf-8").strip() if "cls" in group else None
+    label = group["cls"].decode("utf-8") if "cls" in group else None
     return {"text": text, "image": image, "label": label}
 
 
@@ -64,9 +65,9 @@ class ShardedDataset(IterableDataset):
     multi_label = False
     languages: list[str] = []
 
-    def __init__(self, shards: list[Path], label_names: list[str], length: int, has_text: bool, has_image: bool,
+    def __init__(self, shards: list[Path], labels: LabelMap, length: int, has_text: bool, has_image: bool,
                  labelled: bool, shuffle_buffer: int, seed: int, on_error: str, max_text_chars: int | None):
-        self.shards, self.label_names, self.length = shards, label_names, length
+        self.shards, self.labels, self.label_names, self.length = shards, labels, labels.names, length
         self.has_text, self.has_image = has_text, has_image
         self.labelled = labelled
         self.shuffle_buffer, self.seed, self.epoch = shuffle_buffer, seed, 0
@@ -97,8 +98,12 @@ class ShardedDataset(IterableDataset):
             for n, key, group in _samples(shard):
                 row = {"id": key, **_row(group)}
                 try:
-                    yield make_record(row, self.cols, self.label_names, str(shard.parent), str(shard), n,
-                                      max_text_chars=self.max_text_chars)
+                    record = make_record(row, self.cols, self.labels, str(shard.parent), str(shard), n,
+                                         max_text_chars=self.max_text_chars)
+                    if self.labelled and record["label"] is None:
+                        raise DataError("missing_label", str(shard), n, f"sample {key!r} has no label, but other "
+                                        "samples of this split have one")
+                    yield record
                 except DataError as e:
                     if self.on_error == "raise":
                         raise
@@ -148,6 +153,7 @@ def build_webdataset(
     train_split: str = "train",
     shuffle_buffer: int = 1000,
     seed: int = 0,
+    label_case: str = "error",
     on_error: str = "raise",
     max_text_chars: int | None = MAX_TEXT_CHARS,
 ) -> ShardedDataset:
@@ -157,33 +163,34 @@ def build_webdataset(
         root: folder of the shards.
         split: split name, substituted into ``shards``.
         shards: glob pattern of the split's shards relative to root (sorted).
-        labels: class names (default ``root/labels.json``, else the labels found in the training split's shards).
+        labels: class names (default ``root/labels.json``, else the labels found in the training split's shards,
+            under the label policy of :mod:`data.labels`).
         train_split: the split that is buffer-shuffled (the others stream in order) and defines found labels.
         shuffle_buffer: samples held for the buffer shuffle of the training split (0 = stream in order).
         seed: seed of the shard order and buffer shuffle (combined with the epoch).
-        on_error / max_text_chars: see :func:`data.table.build_table`.
+        on_error / max_text_chars / label_case: see :func:`data.table.build_table`.
     """
     check_on_error(on_error)
-    base = Path(root)
+    check_label_case(label_case)
+    base = require_root(root)
     files = sorted(base.glob(shards.format(split=split)))
     if not files:
-        raise FileNotFoundError(f"no split {split!r}: no shard matches {base / shards.format(split=split)}")
-    count, exts, found = 0, set(), set()
+        raise SplitNotFoundError(split, root, splits_matching(base, shards),
+                                 f"no shard matches {base / shards.format(split=split)}")
+    count, exts, found = 0, set(), []
     for shard in files:  # one pass over headers and the small .cls members: no image is decoded
-        for _, _, group in _samples(shard):
+        for n, _, group in _samples(shard):
             count += 1
             exts.update(group)
             if "cls" in group:
-                found.add(group["cls"].decode("utf-8").strip())
-    if labels is None and (base / "labels.json").is_file():
-        labels = json.loads((base / "labels.json").read_text())
+                found.append((str(shard), n, {"label": group["cls"].decode("utf-8")}))
+    if labels is None:
+        labels = read_label_file(base)
     if labels is None:
         if split != train_split and sorted(base.glob(shards.format(split=train_split))):
-            labels = build_webdataset(root, train_split, shards, None, train_split, 0, seed).label_names
-        elif found and all(x.isdigit() for x in found):
-            labels = [str(i) for i in range(max(map(int, found)) + 1)]
+            labels = build_webdataset(root, train_split, shards, None, train_split, 0, seed, label_case).label_names
         else:
-            labels = sorted(found)
-    return ShardedDataset(files, [str(x) for x in labels], count, "txt" in exts, bool(exts & set(IMAGE_EXTS)),
+            labels = label_names_from_rows(found, "label", label_case=label_case)
+    return ShardedDataset(files, LabelMap(labels, label_case), count, "txt" in exts, bool(exts & set(IMAGE_EXTS)),
                           "cls" in exts, shuffle_buffer if split == train_split else 0, seed, on_error, max_text_chars)
 

@@ -12,6 +12,7 @@ from data import (
     Collator,
     ExampleProcessor,
     ProcessedDataset,
+    SplitNotFoundError,
     build_dataloader,
     build_image_transform,
     create_dataset,
@@ -19,18 +20,32 @@ from data import (
 )
 from fusion.registry import get_fusion_class
 from models import MultimodalModel
-from models.errors import offline_hint
+from models.errors import hf_model_hint
 
 from .config import to_dict
 
 
 def build_dataset(cfg: DictConfig, split: str, languages: list[str] | None = None):
-    """One split of the configured dataset, optionally restricted to some languages."""
+    """One split of the configured dataset, optionally restricted to some languages.
+
+    Raises:
+        SplitNotFoundError: the dataset has no such split; the message names the config key that asked for it
+            (``data.test_split``...) and the splits that exist (``available``). A missing ``data.root`` is a plain
+            ``FileNotFoundError``.
+    """
     params: dict[str, Any] = dict(to_dict(cfg.data.params))
     accepted = dataset_params(cfg.data.name)
     if "on_error" in accepted:
         params.setdefault("on_error", cfg.data.on_error)
-    dataset = create_dataset(cfg.data.name, cfg.data.root, split, **params)
+    if "allow_outside_root" in accepted:  # readers of data files that name image paths
+        params.setdefault("allow_outside_root", cfg.data.allow_outside_root)
+    try:
+        dataset = create_dataset(cfg.data.name, cfg.data.root, split, **params)
+    except SplitNotFoundError as err:
+        keys = [f"data.{k}" for k in ("train_split", "eval_split", "test_split") if cfg.data[k] == split]
+        if not keys:
+            raise
+        raise err.for_key(keys[0]) from None
     if languages:
         unknown = sorted(set(languages) - set(dataset.languages))
         if unknown:
@@ -52,12 +67,13 @@ def build_tokenizer(cfg: DictConfig, model_dir: str | Path | None = None):
     if not model_reads_text(cfg):
         return None
     text = cfg.model.text
+    key = "model.text.tokenizer"
     if model_dir is not None and (Path(model_dir) / "tokenizer").is_dir():
         source = str(Path(model_dir) / "tokenizer")
     elif text.tokenizer:
         source = text.tokenizer
     elif text.name:
-        source = text.name
+        source, key = text.name, "model.text.name"
     else:
         source = str(Path(cfg.data.root) / "tokenizer")
         if not Path(source).is_dir():
@@ -67,7 +83,7 @@ def build_tokenizer(cfg: DictConfig, model_dir: str | Path | None = None):
     try:
         return AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as err:
-        raise offline_hint("tokenizer", source, err) from err
+        raise hf_model_hint("tokenizer", source, err, key) from err
 
 
 def build_model(cfg: DictConfig, num_outputs: int, label_names: list[str], multi_label: bool, tokenizer: Any,

@@ -94,6 +94,7 @@ class DataConfig:
     # With num_workers > 0 the workers are kept alive across epochs (persistent), or their caches would be lost.
     cache_images: bool = False
     on_error: OnError = OnError["raise"]
+    allow_outside_root: bool = False  # read image paths of data files that leave the dataset folder
     num_workers: int = 0
     pin_memory: bool = False
     persistent_workers: bool = False

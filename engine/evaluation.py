@@ -14,9 +14,11 @@ from accelerate import Accelerator
 from omegaconf import DictConfig
 from torch import nn
 
+from data.splits import SplitNotFoundError
 from models.folder import save_thresholds
 
 from .builders import build_dataset, build_loader
+from .config import DataConfig
 from .metrics import classification_metrics, majority_rate, per_group_metrics, tune_thresholds
 
 logger = logging.getLogger(__name__)
@@ -173,28 +175,40 @@ def evaluate_splits(cfg: DictConfig, acc: Accelerator, task, model, tokenizer, l
                     loaders: dict[str, Any], threshold: float | Any = 0.5) -> dict[str, Any]:
     """Evaluate with ``task.evaluate`` on the given prepared loaders plus the configured test split.
 
-    A test split that is configured but released without labels is left out with a log line (predictions for it
-    come from ``evaluate.py --predictions``).
+    The test split is the one :func:`load_test_split` gives.
     ``threshold``: multi-label decision threshold(s), a scalar or per label ``(C,)`` (tuned on the eval split).
     """
     results = {}
     ref = cfg.data.languages[0] if cfg.data.languages else None
-    if cfg.data.test_split and "test" not in loaders:
-        try:
-            test_set = build_dataset(cfg, cfg.data.test_split, cfg.data.eval_languages)
-        except FileNotFoundError:
-            test_set = None
-        if test_set is not None and _has_labels(test_set):
-            unwrapped = acc.unwrap_model(model)
-            loader = build_loader(cfg, test_set, tokenizer, unwrapped.image_data_config, False, languages)
-            loaders = {**loaders, "test": acc.prepare(loader)}
-        elif test_set is not None:
-            logger.info("test split %r has no labels: not evaluated (write its predictions with evaluate.py "
-                        "--predictions)", cfg.data.test_split)
+    if "test" not in loaders and (test_set := load_test_split(cfg)) is not None:
+        unwrapped = acc.unwrap_model(model)
+        loader = build_loader(cfg, test_set, tokenizer, unwrapped.image_data_config, False, languages)
+        loaders = {**loaders, "test": acc.prepare(loader)}
     for split, loader in loaders.items():
         results[split] = task.evaluate(acc, model, loader, languages=languages, reference_language=ref,
                                        ablation=cfg.eval.modality_ablation, threshold=threshold)
     return results
+
+
+def load_test_split(cfg: DictConfig):
+    """The configured test split if it can be evaluated, else None with a log line saying why: a split released
+    without labels (predictions for it come from ``evaluate.py --predictions``), or the default split name on a
+    dataset that has no such split. A split named in the config that the dataset does not have is an error naming
+    the splits it has (the trainer checks this before training)."""
+    if not cfg.data.test_split:
+        return None
+    try:
+        test_set = build_dataset(cfg, cfg.data.test_split, cfg.data.eval_languages)
+    except SplitNotFoundError as err:
+        if cfg.data.test_split != DataConfig.test_split:  # asked for by name: a typo must not pass unnoticed
+            raise
+        logger.warning("%s; not evaluated (set data.test_split=null if the dataset has none)", err)
+        return None
+    if not _has_labels(test_set):
+        logger.info("test split %r has no labels: not evaluated (write its predictions with evaluate.py "
+                    "--predictions)", cfg.data.test_split)
+        return None
+    return test_set
 
 
 def _has_labels(dataset) -> bool:

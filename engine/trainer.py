@@ -27,7 +27,7 @@ from .builders import build_dataset, build_loader, build_tokenizer
 from .checkpoint import atomic_dir, load_checkpoint, resolve_resume, save_checkpoint, save_model_folder
 from .config import check_resume, to_dict
 from .distributed import before_prepare, building_model, compile_model, fused_optimizer_ok, make_accelerator
-from .evaluation import evaluate_splits
+from .evaluation import evaluate_splits, load_test_split
 from .finetune import drop_encoder_grads, set_train_mode
 from .init_from import start_model
 from .nonfinite import NonFiniteGuard
@@ -61,6 +61,7 @@ class Trainer:
                                                                            cfg.data.languages)
             self.eval_set = build_dataset(cfg, cfg.data.eval_split, cfg.data.eval_languages) \
                 if cfg.data.eval_split else None
+            load_test_split(cfg)  # a mistyped data.test_split fails now, not after training
         self.tokenizer = build_tokenizer(cfg, cfg.train.init_from and resolve_model_dir(cfg.train.init_from))
         with building_model(acc):
             self.model, self.init_report = start_model(cfg, self.train_set, self.tokenizer)

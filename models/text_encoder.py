@@ -10,7 +10,7 @@ from transformers import AutoConfig, AutoModel, BertConfig, PretrainedConfig
 
 from fusion.base import ModalityFeatures, masked_mean
 
-from .errors import offline_hint
+from .errors import hf_model_hint
 
 
 def _encoder_layers(model: nn.Module) -> list[nn.Module]:
@@ -69,7 +69,7 @@ class TextEncoder(nn.Module):
                 else:
                     self.model = AutoModel.from_config(AutoConfig.from_pretrained(name), add_pooling_layer=False)
             except (OSError, ValueError) as err:
-                raise offline_hint("text encoder", name, err) from err
+                raise hf_model_hint("text encoder", name, err) from err
             except TypeError:  # architectures without a pooler do not take add_pooling_layer
                 loader = AutoModel.from_pretrained if pretrained else lambda n: AutoModel.from_config(
                     AutoConfig.from_pretrained(n))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 import torch
@@ -10,14 +11,17 @@ from torch import Tensor, nn
 
 from fusion.base import ModalityFeatures
 
-from .errors import CheckpointMismatchError, ModelNotAvailableError, offline_hint
+from .errors import CheckpointMismatchError, missing_file_hint, timm_model_hint
 
 
-def load_weights_file(path: str | Path) -> dict[str, Tensor]:
-    """Read a state dict from ``.safetensors`` or a torch file, never unpickling arbitrary objects."""
+def load_weights_file(path: str | Path, key: str = "model.vision.checkpoint") -> dict[str, Tensor]:
+    """Read a state dict from ``.safetensors`` or a torch file, never unpickling arbitrary objects.
+
+    ``key``: the config key that named the file, for the error when it does not exist.
+    """
     path = Path(path)
     if not path.is_file():
-        raise ModelNotAvailableError(f"checkpoint file {str(path)!r} does not exist")
+        raise missing_file_hint(path, key)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -27,6 +31,19 @@ def load_weights_file(path: str | Path) -> dict[str, Tensor]:
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             return state[key]
     return state
+
+
+def unknown_model_message(name: str) -> str:
+    """``unknown timm model 'resnet-18'. Did you mean 'resnet18', ...?`` with the nearest timm names."""
+    import timm
+
+    archs = timm.list_models()
+    base = name.split(".")[0]
+    near = difflib.get_close_matches(base, archs, n=5, cutoff=0.5)
+    near += [n for n in difflib.get_close_matches(base.replace("-", "_"), archs, n=5, cutoff=0.5) if n not in near]
+    hint = f" Did you mean {', '.join(map(repr, near[:5]))}?" if near else " No timm model has a similar name."
+    return (f"unknown timm model {name!r} (model.vision.name).{hint} timm.list_models('<pattern>') lists the "
+            f"{len(archs)} names, e.g. timm.list_models('*{base.split('_')[0].rstrip('-0123456789')}*')")
 
 
 class VisionEncoder(nn.Module):
@@ -59,13 +76,13 @@ class VisionEncoder(nn.Module):
         super().__init__()
         import timm  # here, not at import: a model without a vision tower (text-only) never loads timm
 
-        if name not in timm.list_models() and not timm.is_model(name):
-            raise ValueError(f"unknown timm model {name!r}; see timm.list_models('*vit*') for names")
+        if not timm.is_model(name):
+            raise ValueError(unknown_model_message(name))
         try:
             self.model = timm.create_model(name, pretrained=pretrained, num_classes=0, **dict(kwargs or {}))
         except (OSError, RuntimeError) as err:
             if pretrained:
-                raise offline_hint("vision encoder", name, err) from err
+                raise timm_model_hint(name, err) from err
             raise
         if checkpoint:
             self.load_checkpoint(checkpoint)

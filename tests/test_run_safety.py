@@ -210,3 +210,33 @@ def test_sigterm_to_the_process_group_with_loader_workers_saves_a_checkpoint(tmp
     assert (checkpoint / "model.safetensors").is_file() and (tmp_path / "w" / PREEMPTED_FILE).is_file()
     res = train.main(tiny_overrides(tmp_path, "w", **options) + ["--resume", "latest"])
     assert res["steps"] == 60
+
+
+def test_image_paths_outside_the_dataset_folder_are_refused(tmp_path):
+    from PIL import Image
+
+    from data import create_dataset
+    from data.records import DataError
+
+    root, outside = tmp_path / "ds", tmp_path / "elsewhere.png"
+    root.mkdir()
+    Image.new("RGB", (8, 8)).save(outside)
+    Image.new("RGB", (8, 8)).save(root / "inside.png")
+    rows = [{"id": "a", "text": "x", "img": "inside.png", "label": "yes"},
+            {"id": "b", "text": "y", "img": "../elsewhere.png", "label": "no"},
+            {"id": "c", "text": "z", "img": str(outside), "label": "no"}]
+    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"train.jsonl:2: .*outside the dataset folder.*data.allow_outside_root"):
+        create_dataset("jsonl", str(root), "train")
+    skipped = create_dataset("jsonl", str(root), "train", on_error="skip")
+    assert [r["id"] for r in skipped.records] == ["a"] and skipped.skip_counts() == {"image_outside_root": 2}
+    allowed = create_dataset("jsonl", str(root), "train", allow_outside_root=True)
+    assert [r["image"] for r in allowed.records][1:] == [str(outside)] * 2
+
+
+def test_a_mistyped_test_split_fails_before_training(tmp_path):
+    from data.splits import SplitNotFoundError
+
+    with pytest.raises(SplitNotFoundError, match="data.test_split='tset'.*the splits there are"):
+        train.main(tiny_overrides(tmp_path, "split", **{"data.test_split": "tset"}))
+    assert not (tmp_path / "split").exists()

@@ -2,8 +2,9 @@
 
 Reads every configured split (train, eval, test) with ``data.on_error=skip`` and, where the dataset supports it,
 every image decoded, then prints per split the usable rows, the rejected rows per reason with ``file:line``
-examples, and the label counts. Exits with status 1 if any row would be rejected (0 if the data is clean), so it
-can gate a job script.
+examples (a row read from several lines, such as a CSV field after a stray quote, with its line range), the label
+map (class index -> name) and counts, and duplicate ids. Exits with status 1 if any row would be rejected, an id
+names several rows, or a split cannot be read (0 if the data is clean), so it can gate a job script.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 from pathlib import Path
 
 from crossfuse.cli import split_config_and_overrides
-from data import dataset_params
+from data import DataError, dataset_params
 from data.report import dataset_report, format_report
 from engine.builders import build_dataset
 from engine.config import load_config
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> dict:
     for split in splits:
         try:
             report[split] = dataset_report(build_dataset(cfg, split))
-        except FileNotFoundError as err:
+        except (FileNotFoundError, DataError) as err:  # a missing split, or labels that cannot be told apart
             report[split] = {"error": str(err)}
             print(f"[{split}] cannot be read: {err}")
             continue
@@ -47,10 +48,10 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def is_clean(report: dict) -> bool:
-    return all("error" not in r and not r["skipped"] for r in report.values())
-
+    return all("error" not in r and not r["skipped"] and not r["duplicate_ids"] for r in report.values())
 
 
 def exit_status(report: dict) -> int:
-    """1 if any row would be rejected, so ``validate`` can gate a job script."""
+    """1 if any row would be rejected, an id is duplicated or a split cannot be read, so ``validate`` can gate a
+    job script."""
     return 0 if is_clean(report) else 1
