@@ -37,6 +37,16 @@ def split_config_and_overrides(positional: list[str]) -> tuple[str | None, list[
     return None, positional
 
 
+def flags_as_overrides(argv: list[str] | None) -> list[str] | None:
+    """``--optim.lr=0.001`` (the form a W&B sweep agent passes its parameters in) -> ``optim.lr=0.001``.
+
+    Only a flag whose key holds a dot is rewritten: the commands' own options have none.
+    """
+    if argv is None:
+        return None
+    return [a[2:] if a.startswith("--") and "=" in a and "." in a.partition("=")[0] else a for a in argv]
+
+
 class _MainRankOnly(logging.Filter):
     """Drops records on every rank but the main one, unless logged with ``extra={"all_ranks": True}``."""
 

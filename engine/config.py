@@ -63,7 +63,7 @@ Mode = choice("Mode", "max", "min")
 
 @dataclass
 class RunConfig:
-    name: str = "run"
+    name: str | None = None  # the run folder under output_dir; None: train.py names it after its start time
     output_dir: str = "runs"
     seed: int = 0
     tracker: Tracker = Tracker.none

@@ -25,7 +25,7 @@ from models.folder import load_task_state, read_weights, resolve_model_dir
 from .averaging import WeightAverager
 from .builders import build_dataset, build_loader, build_tokenizer
 from .checkpoint import atomic_dir, load_checkpoint, resolve_resume, save_checkpoint, save_model_folder
-from .config import check_resume, to_dict
+from .config import ConfigError, check_resume, to_dict
 from .distributed import before_prepare, building_model, compile_model, fused_optimizer_ok, make_accelerator
 from .evaluation import evaluate_splits, load_test_split
 from .finetune import drop_encoder_grads, set_train_mode
@@ -47,6 +47,8 @@ class Trainer:
 
     def __init__(self, cfg: DictConfig, resume: str | None = None):
         self.cfg = cfg
+        if not cfg.run.name:
+            raise ConfigError("set run.name: the run folder under run.output_dir (train.py names unnamed runs)")
         self.run = RunFolder(Path(cfg.run.output_dir) / cfg.run.name)
         self.run.check_can_start(resume, cfg.run.overwrite)
         self.resume, self.resume_from = resume, resolve_resume(self.run.path, resume)

@@ -50,3 +50,16 @@ def test_tensorboard_logs_losses_lr_throughput_and_metrics(tmp_path):
             assert [e.step for e in acc.Scalars("train/loss")] == [1, 2]
     for tag in ("train/loss", "train/samples_per_s", "train/data_wait_frac", "lr/fusion_head", "val/accuracy"):
         assert tag in tags, f"{tag} not logged to TensorBoard (logged: {sorted(tags)})"
+
+
+def test_a_fresh_start_gets_a_new_wandb_run_and_a_resume_keeps_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    overrides = tiny_overrides(tmp_path, "wb", **TRACKED, **{"run.tracker": "wandb", "run.wandb_mode": "offline"})
+    train.main(overrides)
+    first = (tmp_path / "wb" / WANDB_ID_FILE).read_text().strip()
+    train.main(overrides + ["run.overwrite=true"])  # a new run in the same folder: W&B must not mix the two
+    second = (tmp_path / "wb" / WANDB_ID_FILE).read_text().strip()
+    assert second != first
+    assert all(p.name.endswith(second) for p in (tmp_path / "wb" / "wandb").glob("offline-run-*"))
+    train.main(overrides + ["--resume", str(tmp_path / "wb" / "checkpoints" / "step_00000001")])
+    assert (tmp_path / "wb" / WANDB_ID_FILE).read_text().strip() == second

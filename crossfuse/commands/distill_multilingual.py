@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 import transfer  # noqa: F401  (registers multilingual_distill)
+from crossfuse.cli import flags_as_overrides
 from data.parallel import read_parallel
 from engine.builders import build_tokenizer
 from engine.checkpoint import write_json_atomic
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", default=None, help="'latest' or a checkpoint folder of the --out run")
-    args = parser.parse_intermixed_args(argv)
+    args = parser.parse_intermixed_args(flags_as_overrides(argv))
     run_dir, out = Path(args.run_dir), Path(args.out)
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder: {run_dir / 'config.yaml'} does not exist")

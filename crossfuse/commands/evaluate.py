@@ -14,6 +14,7 @@ from accelerate import Accelerator
 
 import merging  # noqa: F401  (registers its tasks: the run's task evaluates it)
 import transfer  # noqa: F401
+from crossfuse.cli import flags_as_overrides
 from deploy import load_for_inference, resolve_folder
 from engine.builders import build_dataset, build_loader, build_tokenizer
 from engine.checkpoint import write_json_atomic
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=None, help="where to write the JSON (default: RUN_DIR/eval.json)")
     parser.add_argument("--predictions", default=None, metavar="CSV",
                         help="also write id,proba,label for every row of the test split (labelled or not)")
-    args = parser.parse_intermixed_args(argv)
+    args = parser.parse_intermixed_args(flags_as_overrides(argv))
     run_dir = Path(args.run_dir)
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():

@@ -12,7 +12,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from crossfuse.cli import split_config_and_overrides
+from crossfuse.cli import flags_as_overrides, split_config_and_overrides
 from engine.config import to_dict
 from merging import estimate_fisher, greedy_soup, merge_checkpoints, save_fisher, save_merged
 from merging.recipe import load_recipe
@@ -36,7 +36,7 @@ def fisher_files(models: list[str], cfg, tmp: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", nargs="*", help="a merge recipe YAML, then dotted overrides (params.density=0.3)")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(flags_as_overrides(argv))
     path, overrides = split_config_and_overrides(args.recipe)
     cfg = load_recipe(path, overrides)
     recipe = to_dict(cfg)

@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from crossfuse.cli import split_config_and_overrides
+from crossfuse.cli import flags_as_overrides, split_config_and_overrides
 from data import DataError, dataset_params
 from data.report import dataset_report, format_report
 from engine.builders import build_dataset
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("config", nargs="*", help="an experiment YAML, then dotted overrides (data.root=...)")
     parser.add_argument("--no-decode", action="store_true", help="only check that image files exist (faster)")
     parser.add_argument("--json", default=None, help="also write the report as JSON here")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(flags_as_overrides(argv))
     experiment, overrides = split_config_and_overrides(args.config)
     name = load_config(experiment, overrides).data.name
     extra = ["data.on_error=skip"]
