@@ -63,6 +63,21 @@ def log_values(out: dict[str, Any], guard: NonFiniteGuard, meter: StepMeter, opt
     return values
 
 
+def result_scalars(split: str, res: dict[str, Any]) -> dict[str, float]:
+    """An evaluation as flat scalars for the log and the trackers: the overall metrics (``val/accuracy``), each
+    language's (``val/lang/de/accuracy``), the gap to the training language (``val/gap/de``), the modality
+    ablations (``val/no_text/accuracy``) and the majority rate."""
+    values = {f"{split}/{k}": v for k, v in res["overall"].items()}
+    for lang, m in res.get("per_language", {}).items():
+        values.update({f"{split}/lang/{lang}/{k}": m[k] for k in ("accuracy", "macro_f1", "n") if k in m})
+    values.update({f"{split}/gap/{lang}": gap for lang, gap in res.get("language_gap", {}).items()})
+    for name, m in res.get("ablation", {}).items():
+        values.update({f"{split}/{name}/{k}": m[k] for k in ("accuracy", "macro_f1") if k in m})
+    if "majority_rate" in res:
+        values[f"{split}/majority_rate"] = res["majority_rate"]
+    return values
+
+
 def report_skips(run: RunFolder, accelerator, loaded: list[dict], datasets: dict[str, Any]) -> None:
     """Rows dropped while reading a split (counted once: every process read the same files) or while loading an
     example (gathered from every process), written to ``data_skipped.json`` and counted in a warning."""
@@ -79,3 +94,25 @@ def report_init(run: RunFolder, report) -> None:
     """One line for ``train.init_from`` (on the main process); every tensor name in ``init_report.json``."""
     path = run.write_json("init_report.json", report.as_dict())
     logger.info("%s (every tensor in %s)", report.summary(), path)
+
+
+def report_predictions(accelerator, cfg, model, eval_loader, eval_set, tokenizer, languages, threshold, step: int
+                       ) -> None:
+    """The end of a run on the trackers: confusion matrix and sample predictions of the test split (the eval split
+    when there is no labelled test split); see :func:`engine.tracking.log_predictions`."""
+    from .builders import build_loader
+    from .evaluation import load_test_split, predict
+    from .tracking import log_predictions
+
+    unwrapped = accelerator.unwrap_model(model)
+    split, dataset, loader = "val", eval_set, eval_loader
+    test_set = load_test_split(cfg)
+    if test_set is not None:
+        split, dataset = "test", test_set
+        loader = accelerator.prepare(build_loader(cfg, test_set, tokenizer, unwrapped.image_data_config, False,
+                                                  languages))
+    if loader is None:
+        return
+    pred = predict(accelerator, model, loader)
+    log_predictions(accelerator, cfg, split, pred, unwrapped.label_names, dataset.records, step, unwrapped.multi_label,
+                    threshold)

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig
 
 from .config import to_dict
@@ -61,3 +62,54 @@ def tracker_init_kwargs(cfg: DictConfig, run_dir: Path, is_main: bool) -> dict[s
     if cfg.run.wandb_mode is not None:  # explicit, so it wins over a WANDB_MODE left in the environment
         kwargs["mode"] = cfg.run.wandb_mode
     return {"wandb": kwargs}
+
+
+def log_predictions(accelerator, cfg: DictConfig, split: str, pred: dict, names: list[str], rows: list[dict],
+                    step: int, multi_label: bool, threshold: Any = 0.5) -> None:
+    """At the end of a run: a confusion matrix and a table of sample predictions on ``split``, in the tracker's
+    own formats (W&B: ``wandb.plot.confusion_matrix`` and a ``wandb.Table``; TensorBoard: a figure and a text
+    table). ``pred``: :func:`engine.evaluation.predict`'s output; ``rows``: the dataset records by index."""
+    if cfg.run.tracker == "none" or not accelerator.is_main_process or not len(pred["labels"]):
+        return
+    scores, labels, index = pred["scores"], pred["labels"], pred["index"]
+    order = sorted(range(len(index)), key=lambda i: index[i])[:SAMPLE_ROWS]
+    predicted = scores.argmax(1) if not multi_label else None
+    cut = np.broadcast_to(np.asarray(threshold, dtype=float), (len(names),))  # multi-label: the tuned thresholds
+
+    def label_text(i: int) -> str:
+        if multi_label:
+            return "|".join(n for n, q, t in zip(names, scores[i], cut) if q >= t)
+        return names[int(predicted[i])]
+
+    table = [[rows[int(index[i])].get("id"), (rows[int(index[i])].get("text") or "")[:120],
+              Path(str(rows[int(index[i])].get("image") or "")).name, _truth(labels[i], names, multi_label),
+              label_text(i), float(scores[i].max())] for i in order]
+    columns = ["id", "text", "image", "label", "predicted", "probability"]
+    if cfg.run.tracker == "wandb":
+        import wandb
+
+        run = accelerator.get_tracker("wandb", unwrap=True)
+        logged = {f"{split}/predictions": wandb.Table(columns=columns, data=table)}
+        if not multi_label:
+            logged[f"{split}/confusion_matrix"] = wandb.plot.confusion_matrix(
+                y_true=labels.tolist(), preds=predicted.tolist(), class_names=names)
+        run.log(logged, step=step)
+    elif cfg.run.tracker == "tensorboard":
+        from .plots import confusion_matrix_figure
+
+        writer = accelerator.get_tracker("tensorboard", unwrap=True)
+        if not multi_label:
+            writer.add_figure(f"{split}/confusion_matrix", confusion_matrix_figure(labels, predicted, names), step)
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(str(c).replace("|", "/") for c in row) + " |" for row in table]
+        writer.add_text(f"{split}/predictions", "\n".join(lines), step)
+        writer.flush()
+
+
+SAMPLE_ROWS = 20  # rows of the sample-predictions table
+
+
+def _truth(label, names: list[str], multi_label: bool) -> str:
+    if multi_label:
+        return "|".join(n for n, v in zip(names, label) if v > 0.5)
+    return names[int(label)] if int(label) >= 0 else ""

@@ -32,7 +32,7 @@ from .finetune import drop_encoder_grads, set_train_mode
 from .init_from import start_model
 from .nonfinite import NonFiniteGuard
 from .optim import build_optimizer, build_scheduler
-from .reporting import StepMeter, log_values, report_init, report_skips
+from .reporting import StepMeter, log_values, report_init, report_predictions, report_skips, result_scalars
 from .run_folder import PREEMPTED_FILE, RunFolder
 from .selection import BestModel, check_metric
 from .signals import StopSignals
@@ -259,7 +259,7 @@ class Trainer:
         self.guard.check_now()
         res = self.task.evaluate(self.accelerator, self.trainable, self.eval_loader, languages=self.languages,
                                  reference_language=(self.cfg.data.languages or [None])[0])
-        self._record({f"val/{k}": v for k, v in res["overall"].items()}, self.state["step"])
+        self._record(result_scalars("val", res), self.state["step"])
         if self.best.update(res["overall"], self.state["step"]):
             self._save_model(self.run.path / "model")
         self._train_mode()
@@ -272,13 +272,17 @@ class Trainer:
         if len(self.task.extras):
             load_task_state(self.task.extras, model_dir)
         threshold = self.task.calibrate(acc, self.trainable, self.eval_loader, model_dir)
-        results = evaluate_splits(cfg, acc, self.task, self.trainable, self.tokenizer, self.languages,
-                                  {"val": self.eval_loader} if self.eval_loader else {}, threshold=threshold)
+        loaders = {"val": self.eval_loader} if self.eval_loader else {}
+        results = evaluate_splits(cfg, acc, self.task, self.trainable, self.tokenizer, self.languages, loaders,
+                                  threshold=threshold)
         doc = {"best_step": self.state["best_step"], "best_metric": cfg.train.best_metric,
                "steps": self.state["step"], "results": results}
         self.run.write_json("metrics.json", doc)
-        self._record({f"{split}/{k}": v for split, r in results.items() for k, v in r["overall"].items()},
+        self._record({k: v for split, r in results.items() for k, v in result_scalars(split, r).items()},
                      self.state["step"])
+        if cfg.run.tracker != "none" and any("accuracy" in r["overall"] for r in results.values()):
+            report_predictions(acc, cfg, self.trainable, self.eval_loader, self.eval_set, self.tokenizer,
+                               self.languages, threshold, self.state["step"])
         return doc
 
     def _finish_averaging(self) -> dict[str, Any]:

@@ -1,5 +1,8 @@
 """Trackers through Accelerate: W&B offline (run id kept in the run folder across a resume) and TensorBoard."""
 
+import json
+from pathlib import Path
+
 import pytest
 from conftest import tiny_overrides
 
@@ -63,3 +66,62 @@ def test_a_fresh_start_gets_a_new_wandb_run_and_a_resume_keeps_it(tmp_path, monk
     assert all(p.name.endswith(second) for p in (tmp_path / "wb" / "wandb").glob("offline-run-*"))
     train.main(overrides + ["--resume", str(tmp_path / "wb" / "checkpoints" / "step_00000001")])
     assert (tmp_path / "wb" / WANDB_ID_FILE).read_text().strip() == second
+
+
+def _wandb_records(path):
+    """The records of a W&B run's ``.wandb`` transaction log (its header, then LevelDB's log format: 32 KiB blocks
+    of checksummed chunks), each parsed with wandb's own protobuf definitions."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data, pos, block, pending = Path(path).read_bytes(), 7, 32768, b""
+    assert data[:4] == b":W&B", "not a W&B transaction log"
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        pending = chunk if kind in (1, 2) else pending + chunk  # full / first, then middle / last
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            yield record
+
+
+def _wandb_history_keys(run_file) -> set[str]:
+    return {item.key or "/".join(item.nested_key) for record in _wandb_records(run_file)
+            if record.WhichOneof("record_type") == "history" for item in record.history.item}
+
+
+DASHBOARD = {"train.max_steps": 2, "train.eval_every": 2, "data.languages": "[en]", "eval.modality_ablation": "true"}
+
+
+def test_wandb_gets_languages_gaps_ablations_a_confusion_matrix_and_predictions(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    train.main(tiny_overrides(tmp_path, "dash", **DASHBOARD, **{"run.tracker": "wandb", "run.wandb_mode": "offline"}))
+    run_id = (tmp_path / "dash" / WANDB_ID_FILE).read_text().strip()
+    (folder,) = (tmp_path / "dash" / "wandb").glob(f"offline-run-*-{run_id}")
+    keys = _wandb_history_keys(folder / f"run-{run_id}.wandb")
+    for key in ("val/lang/de/accuracy", "val/gap/de", "test/lang/ru/accuracy", "test/gap/fr", "test/no_text/accuracy",
+                "test/no_image/accuracy", "test/predictions/_type", "test/confusion_matrix_table/_type"):
+        assert key in keys, f"{key} not logged to W&B (logged: {sorted(keys)})"
+    (table,) = (folder / "files" / "media" / "table" / "test").glob("predictions_*.table.json")
+    predictions = json.loads(table.read_text())  # W&B's own table file
+    assert predictions["columns"][:5] == ["id", "text", "image", "label", "predicted"] and predictions["data"]
+
+
+def test_tensorboard_gets_the_same_and_a_confusion_matrix_figure(tmp_path):
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    train.main(tiny_overrides(tmp_path, "tbd", **DASHBOARD, **{"run.tracker": "tensorboard"}))
+    scalars, images, texts = set(), set(), set()
+    for path in (tmp_path / "tbd").rglob("events.out.tfevents.*"):
+        acc = event_accumulator.EventAccumulator(str(path.parent), size_guidance={"images": 0, "tensors": 0})
+        acc.Reload()
+        scalars |= set(acc.Tags()["scalars"])
+        images |= set(acc.Tags()["images"])
+        texts |= set(acc.Tags()["tensors"])
+    assert {"val/lang/es/accuracy", "val/gap/es", "test/no_image/accuracy", "test/majority_rate"} <= scalars
+    assert "test/confusion_matrix" in images
+    assert any(tag.startswith("test/predictions") for tag in texts), texts

@@ -71,3 +71,15 @@ def test_overwrite_restarts_the_run_log(tmp_path):
         train.main(tiny_overrides(tmp_path, "again", **{"train.max_steps": 2, "run.overwrite": "true"}))
     logged = [json.loads(line) for line in (tmp_path / "again" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged if "train/loss" in r] == [1, 2]
+
+
+def test_evaluate_plots_writes_the_figures(tiny_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    evaluate.main([str(run), "--plots", "--out", str(tmp_path / "e.json")])
+    written = sorted(p.name for p in (run / "plots").iterdir())
+    assert written == ["ablation.png", "confusion_matrix.png", "learning_curves.png", "per_language.png",
+                       "reliability.png"]
+    assert all((run / "plots" / n).read_bytes()[:4] == b"\x89PNG" for n in written)

@@ -20,7 +20,7 @@ from engine.builders import build_dataset, build_loader, build_tokenizer
 from engine.checkpoint import write_json_atomic
 from engine.config import load_config, to_dict
 from engine.distributed import multi_process_cpu
-from engine.evaluation import evaluate_splits, format_table, write_predictions
+from engine.evaluation import evaluate_splits, format_table, load_test_split, predict, write_predictions
 from engine.tasks import create_task
 from models import MultimodalModel
 from models.folder import load_task_state, load_thresholds
@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=None, help="where to write the JSON (default: RUN_DIR/eval.json)")
     parser.add_argument("--predictions", default=None, metavar="CSV",
                         help="also write id,proba,label for every row of the test split (labelled or not)")
+    parser.add_argument("--plots", action="store_true",
+                        help="write RUN_DIR/plots/*.png: confusion matrix, reliability, per language, ablations, "
+                             "learning curves (on the test split, or the eval split without one)")
     args = parser.parse_intermixed_args(flags_as_overrides(argv))
     run_dir = Path(args.run_dir)
     config_path = run_dir / "config.yaml"
@@ -65,8 +68,33 @@ def main(argv: list[str] | None = None) -> dict:
         loader = acc.prepare(build_loader(cfg, test_set, tokenizer, acc.unwrap_model(model).image_data_config,
                                           False, languages))
         print(f"predictions: {write_predictions(acc, model, loader, test_set, Path(args.predictions), threshold)}")
+    if args.plots and any("accuracy" in r["overall"] for r in results.values()):
+        written = write_plots(acc, cfg, model, tokenizer, languages, loaders, results, run_dir)
+        if acc.is_main_process:
+            print(f"plots: {', '.join(str(p) for p in written)}")
     if acc.is_main_process:
         print(format_table(results))
         write_json_atomic(Path(args.out) if args.out else run_dir / "eval.json", results)
     return results
+
+
+def write_plots(acc, cfg, model, tokenizer, languages, loaders, results, run_dir: Path) -> list[Path]:
+    """The figures of :func:`engine.plots.run_figures` for the test split (else the eval split), as PNGs."""
+    from engine.plots import run_figures
+
+    unwrapped = acc.unwrap_model(model)
+    split, loader = "val", loaders.get("val")
+    if "test" in results and (test_set := load_test_split(cfg)) is not None:
+        split = "test"
+        loader = acc.prepare(build_loader(cfg, test_set, tokenizer, unwrapped.image_data_config, False, languages))
+    pred = predict(acc, model, loader)
+    figures = run_figures(results, split, pred, unwrapped.label_names, unwrapped.multi_label, run_dir / "log.jsonl")
+    out = run_dir / "plots"
+    written = []
+    if acc.is_main_process:
+        out.mkdir(exist_ok=True)
+        for stem, fig in figures.items():
+            fig.savefig(out / f"{stem}.png")
+            written.append(out / f"{stem}.png")
+    return written
 
