@@ -24,6 +24,7 @@ COMMANDS = {
     "merge": ("merge", "merge trained models with a recipe YAML"),
     "export": ("export", "export a run for deployment (int8, pruned, ONNX)"),
     "distill-multilingual": ("distill_multilingual", "make a run's text tower multilingual on parallel text"),
+    "push": ("push", "upload a run's model (and its card) to the HuggingFace Hub"),
 }
 
 DEBUG_ENV = "CROSSFUSE_DEBUG"
@@ -70,9 +71,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
     line. Anything else is a bug and keeps its traceback."""
     from data.records import DataError
     from engine.config import ConfigError
-    from models.errors import CheckpointMismatchError, ModelNotAvailableError
+    from models.errors import CheckpointMismatchError, HubError, ModelNotAvailableError
 
-    return (ConfigError, DataError, ModelNotAvailableError, CheckpointMismatchError, FileNotFoundError,
+    return (ConfigError, DataError, ModelNotAvailableError, CheckpointMismatchError, HubError, FileNotFoundError,
             FileExistsError, NotADirectoryError, FloatingPointError, ValueError, KeyError, TypeError)
 
 

@@ -190,7 +190,7 @@ class TrainConfig:
     keep_last: int = 2
     best_metric: str = "accuracy"
     best_mode: Mode = Mode.max
-    init_from: str | None = None  # a saved run or model directory to start from
+    init_from: str | None = None  # a saved run, model directory or Hub repo id (org/name) to start from
     init_skip: list[str] = field(default_factory=list)  # tensors (fnmatch patterns) not loaded by init_from
     linear_probe_steps: int = 0  # LP-FT: encoders frozen for this many steps, then fine-tuned (Kumar et al. 2022)
     nonfinite: NonFinite = NonFinite.stop  # what a NaN/inf loss or gradient does

@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from models import MultimodalModel, resolve_model_dir
+from models import MultimodalModel, resolve_pretrained
 from models.errors import CheckpointMismatchError
 from models.folder import read_weights
 
@@ -100,11 +100,12 @@ def init_from_run(cfg: DictConfig, path: str | Path, num_outputs: int, label_nam
 
     Args:
         cfg: the new run's config; its ``model`` section decides the architecture.
-        path: a run folder (holding ``model/``) or a model directory written by ``save_pretrained``.
+        path: a run folder (holding ``model/``), a model directory written by ``save_pretrained``, or a Hub repo id
+            (``org/name``, through the local HuggingFace cache).
         num_outputs, label_names, multi_label: the new task's outputs.
         tokenizer: the new run's tokenizer (the saved model's own when it has one; see ``build_tokenizer``).
     """
-    directory = resolve_model_dir(path)
+    directory = resolve_pretrained(path)
     model = build_model(cfg, num_outputs, label_names, multi_label, tokenizer)
     state = read_weights(directory)
     report = load_matching(model, state, list(HEAD_PATTERNS) + list(cfg.train.init_skip), source=str(directory))

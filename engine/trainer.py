@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from fusion.registry import get_fusion_class
 from models import load_state
-from models.folder import load_task_state, read_weights, resolve_model_dir
+from models.folder import load_task_state, read_weights
+from models.hub import resolve_pretrained
 
 from .averaging import WeightAverager
 from .builders import build_dataset, build_loader, build_tokenizer
@@ -64,7 +65,7 @@ class Trainer:
             self.eval_set = build_dataset(cfg, cfg.data.eval_split, cfg.data.eval_languages) \
                 if cfg.data.eval_split else None
             load_test_split(cfg)  # a mistyped data.test_split fails now, not after training
-        self.tokenizer = build_tokenizer(cfg, cfg.train.init_from and resolve_model_dir(cfg.train.init_from))
+        self.tokenizer = build_tokenizer(cfg, cfg.train.init_from and resolve_pretrained(cfg.train.init_from))
         with building_model(acc):
             self.model, self.init_report = start_model(cfg, self.train_set, self.tokenizer)
         if cfg.train.compile:

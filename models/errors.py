@@ -14,6 +14,10 @@ class ModelNotAvailableError(OSError):
     """A pretrained model or checkpoint named in the config cannot be loaded on this machine."""
 
 
+class HubError(OSError):
+    """The HuggingFace Hub refused a request (no token, no write access, no such repo)."""
+
+
 class CheckpointMismatchError(ValueError):
     """A checkpoint's tensors do not match the model they are loaded into."""
 
@@ -53,7 +57,7 @@ def hf_model_hint(kind: str, name: str, err: Exception, key: str = "model.text.n
             f"weights and the tokenizer files into it). {_why(err)}")
     return ModelNotAvailableError(
         f"{kind} {name!r} ({key}) could not be loaded: {_unreachable()}. Fix: on a machine with internet run "
-        f"`huggingface-cli download {name}` and copy ~/.cache/huggingface/hub to this machine, or save it with "
+        f"`hf download {name}` and copy ~/.cache/huggingface/hub to this machine, or save it with "
         f"save_pretrained and set {key}=<that local directory>. {_why(err)}")
 
 
@@ -67,16 +71,20 @@ def timm_model_hint(name: str, err: Exception) -> ModelNotAvailableError:
     except (RuntimeError, ValueError, KeyError):
         cfg = None
     repo = getattr(cfg, "hf_hub_id", None)
+    what = ", model.vision.pretrained=true: its timm weights"
+    if name.startswith(("hf-hub:", "hf_hub:")):
+        repo = name.split(":", 1)[1].split("@")[0]
+        what = ": a timm model whose config and weights live in that Hub repo"
     url = getattr(cfg, "url", None)
     if repo:
-        download = f"run `huggingface-cli download {repo}` (the Hub repo timm reads {name!r} from) and copy " \
+        download = f"run `hf download {repo}` (the Hub repo timm reads {name!r} from) and copy " \
                    "~/.cache/huggingface/hub to this machine"
     elif url:
         download = f"download {url} and set model.vision.checkpoint to that file"
     else:
         download = f"find weights for {name!r} (timm lists no pretrained source for it)"
     return ModelNotAvailableError(
-        f"vision encoder {name!r} (model.vision.name, model.vision.pretrained=true): its timm weights could not be "
+        f"vision encoder {name!r} (model.vision.name{what}) could not be "
         f"loaded: {_unreachable()}. Fix: on a machine with internet {download}; or copy a weights file here and set "
         "model.vision.pretrained=false model.vision.checkpoint=/path/to/weights.safetensors; or set "
         f"model.vision.pretrained=false to start from random weights. {_why(err)}")

@@ -15,8 +15,9 @@ from transformers import AutoConfig
 from fusion.registry import FUSIONS, create_fusion, get_fusion_class
 
 from .errors import CheckpointMismatchError, ModelNotAvailableError
-from .folder import CONFIG, TEXT_CONFIG, TOKENIZER, WEIGHTS, read_info, read_weights, resolve_model_dir
+from .folder import CONFIG, TEXT_CONFIG, TOKENIZER, WEIGHTS, read_info, read_weights
 from .heads import ClassificationHead
+from .hub import resolve_pretrained, write_model_card
 from .text_encoder import TextEncoder
 from .vision_encoder import VisionEncoder
 
@@ -164,12 +165,15 @@ class MultimodalModel(nn.Module):
         if tokenizer is not None:
             tokenizer.save_pretrained(directory / TOKENIZER)
         (directory / CONFIG).write_text(json.dumps(self.config_dict(), indent=2))
+        write_model_card(directory)  # the towers and labels; the trainer adds the run's metrics and command
         return directory
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, strict: bool = True) -> MultimodalModel:
-        """Load a model saved by :meth:`save_pretrained` (a model directory or a run folder holding ``model/``)."""
-        directory = resolve_model_dir(path)
+    def from_pretrained(cls, path: str | Path, strict: bool = True, revision: str | None = None) -> MultimodalModel:
+        """Load a model saved by :meth:`save_pretrained`: a model directory, a run folder holding ``model/``, or a
+        HuggingFace Hub repo id (``org/name``, at ``revision``), resolved through the local cache (so it works with
+        ``HF_HUB_OFFLINE=1`` once cached)."""
+        directory = resolve_pretrained(path, revision)
         info = read_info(directory)
         text_dir = directory / TEXT_CONFIG
         try:

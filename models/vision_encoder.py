@@ -46,11 +46,16 @@ def unknown_model_message(name: str) -> str:
             f"{len(archs)} names, e.g. timm.list_models('*{base.split('_')[0].rstrip('-0123456789')}*')")
 
 
+HUB_PREFIXES = ("hf-hub:", "hf_hub:")  # timm's prefixes for a model whose config and weights live in a Hub repo
+
+
 class VisionEncoder(nn.Module):
     """Wraps a timm model; returns token features (ViT patch tokens or a CNN's flattened map) and a pooled vector.
 
     Args:
-        name: any ``timm.list_models()`` name.
+        name: any ``timm.list_models()`` name, with a pretrained tag or not (``vit_base_patch16_224.augreg_in21k``),
+            or a timm model on the Hub (``hf-hub:timm/<name>.<tag>``: its config and weights come from that repo,
+            through the local HuggingFace cache).
         pretrained: load timm's pretrained weights (from the local cache when offline).
         checkpoint: a local weights file loaded into the model (classifier weights are ignored).
         kwargs: extra ``timm.create_model`` arguments (``img_size``, ``depth``, ``embed_dim``, ...).
@@ -76,12 +81,13 @@ class VisionEncoder(nn.Module):
         super().__init__()
         import timm  # here, not at import: a model without a vision tower (text-only) never loads timm
 
-        if not timm.is_model(name):
+        on_hub = name.startswith(HUB_PREFIXES)
+        if not on_hub and not timm.is_model(name):
             raise ValueError(unknown_model_message(name))
         try:
             self.model = timm.create_model(name, pretrained=pretrained, num_classes=0, **dict(kwargs or {}))
         except (OSError, RuntimeError) as err:
-            if pretrained:
+            if pretrained or on_hub:  # a Hub name reads its config from the Hub even without pretrained weights
                 raise timm_model_hint(name, err) from err
             raise
         if checkpoint:

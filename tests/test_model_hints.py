@@ -12,7 +12,7 @@ def test_timm_hint_names_the_hub_repo_the_checkpoint_key_and_pretrained_false():
     with pytest.raises(ModelNotAvailableError) as info:  # offline (tests/conftest.py) and not cached
         VisionEncoder("resnet18", pretrained=True)
     message = str(info.value)
-    assert "huggingface-cli download timm/resnet18.a1_in1k" in message  # the repo timm actually downloads
+    assert "hf download timm/resnet18.a1_in1k" in message  # the repo timm actually downloads
     assert "download resnet18 " not in message and "download resnet18`" not in message
     assert "model.vision.checkpoint=" in message and "model.vision.pretrained=false" in message
 
@@ -32,11 +32,11 @@ def test_text_hint_names_the_hub_download_and_the_config_key():
     with pytest.raises(ModelNotAvailableError) as info:
         TextEncoder("no-such-org/no-such-model")
     message = str(info.value)
-    assert "huggingface-cli download no-such-org/no-such-model" in message and "model.text.name=" in message
+    assert "hf download no-such-org/no-such-model" in message and "model.text.name=" in message
     assert "HF_HUB_OFFLINE=1" in message
 
 
 def test_a_local_text_model_path_that_does_not_exist_is_named_as_such(tmp_path):
     with pytest.raises(ModelNotAvailableError, match=r"model\.text\.name .*missing_bert.* is not a folder") as info:
         TextEncoder(str(tmp_path / "missing_bert"))
-    assert "huggingface-cli" not in str(info.value)  # a path is not a Hub name
+    assert "hf download" not in str(info.value)  # a path is not a Hub name

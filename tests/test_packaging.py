@@ -59,7 +59,7 @@ def _crossfuse(*args: str) -> subprocess.CompletedProcess:
 def test_subcommands_and_their_help():
     top = _crossfuse("--help")
     assert top.returncode == 0 and all(c in top.stdout for c in ("train", "evaluate", "merge", "export", "predict",
-                                                                  "validate", "distill-multilingual"))
+                                                                  "validate", "distill-multilingual", "push"))
     sub = _crossfuse("train", "--help")
     assert sub.returncode == 0 and sub.stdout.startswith("usage: crossfuse train")
     unknown = _crossfuse("trian")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +20,8 @@ from crossfuse.cli import flags_as_overrides, split_config_and_overrides
 from engine.config import ConfigError, load_config
 from engine.evaluation import format_table
 from engine.trainer import Trainer
+from models.folder import CONFIG
+from models.hub import write_model_card
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -32,6 +36,10 @@ def main(argv: list[str] | None = None) -> dict:
         cfg = load_config(experiment, [*overrides, f"run.name={name}"])
     trainer = Trainer(cfg, resume=args.resume)
     doc = trainer.fit()
+    model_dir = trainer.run.path / "model"
+    if trainer.accelerator.is_main_process and (model_dir / CONFIG).is_file():
+        command = "python train.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+        write_model_card(model_dir, metrics=doc, command=command, datasets=[cfg.data.name])
     if trainer.accelerator.is_main_process and "results" in doc:
         print(format_table(doc["results"]))
         if "weight_averaging" in doc:
