@@ -115,9 +115,9 @@ def gather_pairs(text_emb: Tensor, image_emb: Tensor, caption: Tensor | None = N
 
 
 def info_nce(pairs: PairBatch, logit_scale: Tensor) -> Tensor:
-    """Symmetric InfoNCE (CLIP) of ``pairs``: the mean over all ``N`` pairs of the image->text and text->image
-    cross-entropies, halved; see :func:`clip_loss`. With ``pairs.share`` this process holds its rows' part and
-    the result is :func:`~transfer.gather.mean_over_processes` of it (value: the global loss)."""
+    """Symmetric InfoNCE (CLIP) of ``pairs``: half the sum of the image->text and the text->image cross-entropy,
+    each averaged over all ``N`` pairs; see :func:`clip_loss`. With ``pairs.share`` this process holds its rows'
+    part and the result is :func:`~transfer.gather.mean_over_processes` of it (value: the global loss)."""
     scale = logit_scale.clamp(max=math.log(100.0)).exp()
     if pairs.caption is None:
         target = torch.arange(len(pairs.text), device=pairs.text.device) + pairs.offset  # (n,) column of the pair
