@@ -30,6 +30,9 @@ def test_transfer_tasks_are_registered():
         create_task("contrastiv")
     with pytest.raises(ValueError, match="pairs must be one of"):
         create_task("contrastive", pairs=True)  # YAML's `true` is a bool, not the option "positive"
+    with pytest.raises(ValueError, match=r"negatives must be one of \['global', 'global_rows', 'process'\]"):
+        create_task("contrastive", negatives="local")
+    assert create_task("contrastive").negatives == "global"  # the global batch unless asked otherwise
 
 
 def test_contrastive_run_reports_retrieval_and_saves_its_projections(contrastive_run):
@@ -63,6 +66,17 @@ def test_clip_loss_is_low_when_aligned_and_dedupe_spares_repeated_captions():
         clip_loss(text, image, scale, dedupe).backward()
         grads.append(text.grad.norm().item())
     assert grads[0] < 0.5 * grads[1]  # without dedupe the twin captions are pushed apart as false negatives
+
+
+def test_every_negatives_mode_is_the_same_loss_in_one_process():
+    """Without a process group the gathered batch is the process's own: one loss, whatever ``negatives`` says
+    (two processes: tests/test_contrastive_distributed.py)."""
+    torch.manual_seed(0)
+    text, image = F.normalize(torch.randn(7, 16), dim=-1), F.normalize(torch.randn(7, 16), dim=-1)
+    caption, scale = torch.tensor([0, 1, 2, 0, 3, 4, 1]), torch.tensor(2.5)
+    for ids in (caption, None):
+        values = [clip_loss(text, image, scale, ids, negatives=n).item() for n in ("global", "global_rows", "process")]
+        assert values == pytest.approx([values[0]] * 3, abs=1e-6)
 
 
 def test_clip_loss_learns_a_shared_space_from_paired_views():

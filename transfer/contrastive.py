@@ -3,20 +3,35 @@ and retrieval metrics (R@1/5/10 in both directions).
 
 The task projects each tower's pooled vector into a shared space with its own linear map; the projections and the
 temperature are the task's trainable extras (``extras.align``), saved with the run as ``model/task_state.safetensors``.
+
+Negatives come from the global batch: under ``accelerate launch`` with ``W`` processes of ``B`` rows each, every
+caption is scored against the images of all ``W * B`` rows (and vice versa), as CLIP trains, so the objective does
+not change with the number of processes. ``negatives`` chooses how (the design of open_clip's ``ClipLoss``, whose
+``gather_with_grad`` and ``local_loss`` switches these mirror):
+
+* ``global`` (default): every process gathers all embeddings and computes the whole ``(N, N)`` similarity matrix.
+* ``global_rows``: every process scores only its own rows against all ``N`` columns (``(n_r, N)``, open_clip's
+  ``local_loss``): ``W`` times less memory and compute for the logits, the same loss and gradients.
+* ``process``: each process's own batch only (``(n_r, n_r)``), the objective before negatives were gathered.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from engine.config import choice
 from engine.tasks import Task, register_task
 
+from .gather import all_gather_rows, mean_over_processes, world
+
 PAIRS = ("positive", "all")
+Negatives = choice("Negatives", "global", "global_rows", "process")
 
 
 class AlignmentHeads(nn.Module):
@@ -47,27 +62,92 @@ def caption_ids(input_ids: Tensor, attention_mask: Tensor) -> Tensor:
     return (ids * powers).sum(-1) % (2**61 - 1)
 
 
-def clip_loss(text_emb: Tensor, image_emb: Tensor, logit_scale: Tensor, caption: Tensor | None = None) -> Tensor:
-    """Symmetric InfoNCE over a batch of pairs.
+@dataclass
+class PairBatch:
+    """The pairs one process scores: query rows (its own, or all of them) against every gallery column.
+
+    Attributes:
+        text, image: ``(n, D)`` query embeddings; ``caption``: ``(n,)`` caption ids or None.
+        all_text, all_image: ``(N, D)`` columns of the similarity matrix; ``all_caption``: ``(N,)`` or None.
+        offset: the column of query row 0's own pair (queries ``i`` pairs with column ``offset + i``).
+        share: True when the queries are this process's rows only, so the loss is its share of the global mean.
+    """
+
+    text: Tensor
+    image: Tensor
+    caption: Tensor | None
+    all_text: Tensor
+    all_image: Tensor
+    all_caption: Tensor | None
+    offset: int = 0
+    share: bool = False
+
+    @property
+    def total(self) -> int:
+        """``N``: the pairs the loss averages over (the effective contrastive batch)."""
+        return len(self.all_text)
+
+
+def parse_negatives(value: str, where: str) -> Negatives:
+    """``value`` as a :data:`Negatives` member; anything else is an error listing the valid ones."""
+    try:
+        return Negatives(value)
+    except ValueError:
+        raise ValueError(f"{where}: negatives must be one of {[m.value for m in Negatives]}, got {value!r}") from None
+
+
+def gather_pairs(text_emb: Tensor, image_emb: Tensor, caption: Tensor | None = None,
+                 negatives: str = "global") -> PairBatch:
+    """Gather this process's pairs with every other process's (differentiably) as ``negatives`` says.
 
     Args:
-        text_emb: ``(B, D)`` L2-normalised caption embeddings.
+        text_emb, image_emb: ``(n_r, D)`` this process's pairs (``n_r`` may differ between processes).
+        caption: optional ``(n_r,)`` caption ids.
+        negatives: ``global``, ``global_rows`` or ``process`` (see the module docstring).
+    """
+    negatives = parse_negatives(negatives, "gather_pairs")
+    if negatives == "process" or world()[1] == 1:
+        return PairBatch(text_emb, image_emb, caption, text_emb, image_emb, caption)
+    (all_text, all_image, all_caption), rows = all_gather_rows(text_emb, image_emb, caption)
+    if negatives == "global":
+        return PairBatch(all_text, all_image, all_caption, all_text, all_image, all_caption)
+    return PairBatch(text_emb, image_emb, caption, all_text, all_image, all_caption, rows.start, share=True)
+
+
+def info_nce(pairs: PairBatch, logit_scale: Tensor) -> Tensor:
+    """Symmetric InfoNCE (CLIP) of ``pairs``: half the sum of the image->text and the text->image cross-entropy,
+    each averaged over all ``N`` pairs; see :func:`clip_loss`. With ``pairs.share`` this process holds its rows'
+    part and the result is :func:`~transfer.gather.mean_over_processes` of it (value: the global loss)."""
+    scale = logit_scale.clamp(max=math.log(100.0)).exp()
+    if pairs.caption is None:
+        target = torch.arange(len(pairs.text), device=pairs.text.device) + pairs.offset  # (n,) column of the pair
+    else:
+        same = (pairs.caption[:, None] == pairs.all_caption[None, :]).float()  # (n, N)
+        target = same / same.sum(-1, keepdim=True)
+    image_to_text = F.cross_entropy(scale * pairs.image @ pairs.all_text.t(), target, reduction="sum")  # (n, N)
+    text_to_image = F.cross_entropy(scale * pairs.text @ pairs.all_image.t(), target, reduction="sum")  # (n, N)
+    total = 0.5 * (image_to_text + text_to_image)
+    return mean_over_processes(total, len(pairs.text)) if pairs.share else total / pairs.total
+
+
+def clip_loss(text_emb: Tensor, image_emb: Tensor, logit_scale: Tensor, caption: Tensor | None = None,
+              negatives: str = "global") -> Tensor:
+    """Symmetric InfoNCE over the pairs of every process (Radford et al. 2021).
+
+    Args:
+        text_emb: ``(B, D)`` L2-normalised caption embeddings of this process.
         image_emb: ``(B, D)`` L2-normalised image embeddings (row i pairs with caption i).
         logit_scale: scalar ``log(1/tau)``; clamped at ``log(100)`` as in CLIP.
         caption: optional ``(B,)`` caption ids; rows with equal captions are all positives for each other (soft
             targets spread evenly), so repeated captions are not pushed apart as false negatives.
+        negatives: ``global`` / ``global_rows`` score against the ``N = sum_r B_r`` pairs of all processes (equal
+            values and, after DDP's gradient averaging, equal gradients to one process on the concatenated batch);
+            ``process`` against this process's ``B`` only. The same with one process.
 
     Returns:
         Scalar: mean of the image->text and text->image cross-entropies.
     """
-    scale = logit_scale.clamp(max=math.log(100.0)).exp()
-    logits = scale * image_emb @ text_emb.t()  # (B_image, B_text)
-    if caption is None:
-        target = torch.eye(len(logits), device=logits.device)
-    else:
-        target = (caption[:, None] == caption[None, :]).float()
-    target = target / target.sum(-1, keepdim=True)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target.t()))
+    return info_nce(gather_pairs(text_emb, image_emb, caption, negatives), logit_scale)
 
 
 def recall_at_k(query: Tensor, gallery: Tensor, query_ids: Tensor, gallery_ids: Tensor,
@@ -95,12 +175,18 @@ class ContrastiveTask(Task):
         temperature: initial temperature ``tau`` (learned).
         pairs: ``"positive"`` trains on rows labelled 1 (true) only, ``"all"`` on every row with both modalities.
         dedupe: treat rows with identical captions as positives of each other.
+        negatives: ``"global"`` (default): each pair is contrasted with the pairs of every process, ``N = W * B``
+            with ``W`` processes of batch ``B`` (train.batch_size); ``"global_rows"``: the same loss with each
+            process computing only its rows of the similarity matrix (less memory); ``"process"``: with its own
+            process's ``B`` pairs only (the loss then depends on the number of processes).
     """
 
-    def __init__(self, dim: int = 128, temperature: float = 0.07, pairs: str = "positive", dedupe: bool = True):
+    def __init__(self, dim: int = 128, temperature: float = 0.07, pairs: str = "positive", dedupe: bool = True,
+                 negatives: str = "global"):
         super().__init__()
         if pairs not in PAIRS:
             raise ValueError(f"contrastive: pairs must be one of {PAIRS}, got {pairs!r}")
+        self.negatives = parse_negatives(negatives, "contrastive")
         self.dim, self.temperature, self.pairs, self.dedupe = dim, temperature, pairs, dedupe
 
     def setup(self, model: nn.Module) -> None:
@@ -131,9 +217,11 @@ class ContrastiveTask(Task):
         keep = pair_mask(batch, self.pairs)
         text, image = self.embed(out)
         caption = caption_ids(batch["input_ids"], batch["attention_mask"])[keep] if self.dedupe else None
-        loss = clip_loss(text[keep], image[keep], self.heads.logit_scale, caption)
+        pairs = gather_pairs(text[keep], image[keep], caption, self.negatives)
+        loss = info_nce(pairs, self.heads.logit_scale)
+        # pairs: the effective contrastive batch (N over all processes, or this process's own with "process")
         return {"loss": loss, "temperature": 1.0 / self.heads.logit_scale.exp().detach(),
-                "pairs": keep.sum().float(), "outputs": out}
+                "pairs": torch.tensor(float(pairs.total), device=loss.device), "outputs": out}
 
     @torch.no_grad()
     def embed_loader(self, accelerator, model: nn.Module, loader) -> dict[str, Tensor]:

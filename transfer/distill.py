@@ -23,6 +23,7 @@ from engine.tasks import Task, classification_loss, register_task
 from models import MultimodalModel
 
 from .contrastive import PAIRS, AlignmentHeads, caption_ids, pair_mask, recall_at_k
+from .gather import mean_over_processes
 from .losses import feature_kd, logit_kd
 from .zero_shot import load_aligned
 
@@ -168,7 +169,9 @@ class CrossModalDistillTask(_TeacherTask):
     Teacher space: the teacher's aligned text embedding when the teacher run was trained with
     ``train.task=contrastive`` (its ``task_state.safetensors`` holds the projections), else its text tower's
     pooled vector; both L2-normalised. Student: ``normalize(projection(image.pooled))``, trained with
-    :func:`feature_kd` (MSE of unit vectors, i.e. ``2 - 2 cos``). Validation reports image->text retrieval of the
+    :func:`feature_kd` (MSE of unit vectors, i.e. ``2 - 2 cos``), averaged over the paired rows of every process
+    (:func:`~transfer.gather.mean_over_processes`: the kept rows per process differ, and a mean of per-process
+    means would weigh them unequally). Validation reports image->text retrieval of the
     student's images against the teacher's captions (``i2t_r@k``), and its chance rate.
 
     Args:
@@ -215,7 +218,11 @@ class CrossModalDistillTask(_TeacherTask):
         out = model(batch)
         keep = pair_mask(batch, self.pairs)
         target = self.teacher_outputs(batch)
-        loss = feature_kd(self.student_embedding(out)[keep], target[keep])
+        student = self.student_embedding(out)[keep]
+        # feature_kd's MSE, as a mean over the kept rows of every process rather than of each process's own (their
+        # counts differ): a process holds its rows' sum, and DDP's average of the gradients is the one-process one.
+        per_row = (student.float() - target[keep].detach().float()).pow(2).mean(-1)  # (n_r,)
+        loss = mean_over_processes(per_row.sum(), len(per_row))
         return {"loss": loss, "pairs": keep.sum().float(), "outputs": out}
 
     @torch.no_grad()
