@@ -148,7 +148,8 @@ class DistillTask(_TeacherTask):
         if self.labelled_fraction < 1.0:
             keep = labelled_rows(batch["index"], self.labelled_fraction).float()
             per_row = classification_loss(out["logits"], batch["labels"], reduction="none")
-            ce = (per_row * keep).sum() / keep.sum().clamp_min(1)
+            # the labelled rows differ per process: a mean over all of them, not a mean of per-process means
+            ce = mean_over_processes((per_row * keep).sum(), keep.sum())
         else:
             ce = classification_loss(out["logits"], batch["labels"])
         kd = logit_kd(out["logits"], target[:, :n], self.temperature, multi_label=multi)

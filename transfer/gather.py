@@ -90,8 +90,9 @@ def mean_over_processes(total: Tensor, count: int | Tensor) -> Tensor:
     _, size = world()
     count = torch.as_tensor(count, dtype=total.dtype, device=total.device)
     if size == 1:
-        return total / count
+        return total / count.clamp_min(1)  # no row: a zero loss, not 0/0
     sums = torch.stack([total.detach(), count])
     dist.all_reduce(sums)
-    share = total * size / sums[1]
-    return share + (sums[0] / sums[1] - share).detach()
+    rows = sums[1].clamp_min(1)
+    share = total * size / rows
+    return share + (sums[0] / rows - share).detach()
