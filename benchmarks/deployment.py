@@ -239,7 +239,7 @@ def figure(results: dict[str, dict[str, dict[str, float]]], path: Path) -> Path:
         acc = [100 * (variants[lb]["accuracy"] - base["accuracy"]) for lb in labels]
         row[2].barh(y, acc, color=colors)
         for i, (lb, value) in enumerate(zip(labels, acc)):
-            row[2].text(0.02, i, f"{value:+.1f} ({100 * variants[lb]['accuracy']:.1f}%)", va="center", fontsize=7,
+            row[2].text(0.7, i, f"{value:+.1f} ({100 * variants[lb]['accuracy']:.1f}%)", va="center", fontsize=7,
                         transform=row[2].get_yaxis_transform())
         row[2].axvline(0, color="black", lw=0.8)
         row[2].axvline(-1, color="red", lw=0.8, ls="--", label="limit: -1 point")
