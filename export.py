@@ -1,6 +1,7 @@
 """Export a trained run for deployment: ``python export.py RUN_DIR --kind int8|pruned|onnx [--out DIR] ...``.
 
-* ``int8``: dynamic int8 linear layers (``--parts text,fusion,head``, the default).
+* ``int8``: int8 linear layers with torchao (``--parts text,fusion,head``, the default; ``--scheme weight-only``
+  or ``dynamic``).
 * ``pruned``: ``--method magnitude|structured --sparsity 0.5``, optionally ``--finetune-steps N`` to recover.
 * ``onnx``: the whole model as one ONNX graph (``--opset 17``); its agreement with PyTorch on real batches of the
   run's eval split is checked and written to ``export.json``.

@@ -1,17 +1,22 @@
-"""Deployment exports on the tiny run: every export kind loads through one loader and evaluates; int8 round trips
-exactly; pruning reaches its sparsity and a recovery fine-tune keeps pruned weights at zero; clear user errors."""
+"""Deployment exports on the tiny run: every export kind loads through one loader and evaluates; int8 (torchao)
+round trips exactly and old-format int8 folders still load; deploy/ calls no deprecated or private torch API;
+pruning reaches its sparsity and a recovery fine-tune keeps pruned weights at zero; clear user errors."""
 
+import ast
 import json
+import re
+import sys
+from pathlib import Path
 
 import pytest
 import torch
-from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+from safetensors.torch import load_file, save_file
 
 from crossfuse.commands import evaluate, export
 from deploy import MANIFEST_NAME, list_exports, load_for_inference
 from deploy.parity import max_logit_difference, real_batches
 from deploy.prune import prunable_layers, prune_model
-from deploy.quantize import quantize_linears
+from deploy.quantize import WEIGHTS_NAME, linear_names, quantize_linears, quantized_layers
 from models import MultimodalModel
 from models.errors import ModelNotAvailableError
 
@@ -62,17 +67,99 @@ def test_onnx_int8_graph_has_integer_weight_matmuls_and_records_its_agreement(ti
     assert seven["details"]["parity"]["max_abs_logit_diff"] != parity["max_abs_logit_diff"]  # other weights
 
 
-def test_int8_quantizes_the_chosen_parts_and_round_trips_exactly(tiny_run, tmp_path, batches):
-    export.main([str(tiny_run), "--kind", "int8", "--out", str(tmp_path / "q")])
+@pytest.mark.parametrize("scheme", ["weight-only", "dynamic"])
+def test_int8_quantizes_the_chosen_parts_and_round_trips_exactly(tiny_run, tmp_path, batches, scheme):
+    manifest = export.main([str(tiny_run), "--kind", "int8", "--scheme", scheme, "--out", str(tmp_path / "q")])
+    assert manifest["details"]["backend"] == "torchao" and manifest["details"]["scheme"] == scheme
     loaded = load_for_inference(tmp_path / "q")
-    quantized = {n.split(".")[0] for n, m in loaded.named_modules() if isinstance(m, DynamicLinear)}
-    assert quantized == {"text", "fusion", "head"}
-    assert not any(isinstance(m, DynamicLinear) for m in loaded.vision.modules())
+    assert {n.split(".")[0] for n in quantized_layers(loaded)} == {"text", "fusion", "head"}
+    assert not any(name.startswith("vision") for name in quantized_layers(loaded))
+    assert sorted(quantized_layers(loaded)) == sorted(manifest["details"]["quantized_layers"])
     in_memory = MultimodalModel.from_pretrained(tiny_run).eval()
-    quantize_linears(in_memory)
+    quantize_linears(in_memory, scheme=scheme)
     assert max_logit_difference(loaded, in_memory, batches) == 0.0
+    float_model = MultimodalModel.from_pretrained(tiny_run).eval()
+    assert 0 < max_logit_difference(loaded, float_model, batches) < 0.1
+    stored = load_file(str(tmp_path / "q" / WEIGHTS_NAME))
+    name = manifest["details"]["quantized_layers"][0]
+    assert stored[f"{name}.weight_int8"].dtype == torch.int8 and f"{name}.weight" not in stored
     float_bytes = (tiny_run / "model" / "model.safetensors").stat().st_size
-    assert (tmp_path / "q" / "model.int8.safetensors").stat().st_size < float_bytes
+    assert (tmp_path / "q" / WEIGHTS_NAME).stat().st_size < float_bytes
+
+
+def _old_format_int8_folder(tiny_run: Path, out: Path) -> tuple[Path, dict[str, torch.Tensor]]:
+    """An int8 export as crossfuse wrote it with torch.ao dynamic quantization: per-row symmetric int8 weights with
+    scales and (zero) zero points, float bias, ``details`` without a backend. Built by hand, without torch.ao."""
+    export.main([str(tiny_run), "--kind", "int8", "--out", str(out)])
+    model = MultimodalModel.from_pretrained(tiny_run).eval()
+    names = linear_names(model)
+    state = {k: v for k, v in model.state_dict().items() if k not in {f"{n}.weight" for n in names}}
+    quantized = {}
+    for name in names:
+        weight = model.get_submodule(name).weight.detach()
+        scale = weight.abs().amax(dim=1).clamp_min(1e-8) / 127.5  # per_channel_symmetric qint8
+        quantized[name] = torch.clamp(torch.round(weight / scale[:, None]), -128, 127).to(torch.int8)
+        state.update({f"{name}.weight_int8": quantized[name], f"{name}.weight_scale": scale.float(),
+                      f"{name}.weight_zero_point": torch.zeros(len(scale), dtype=torch.long)})
+    save_file({k: v.contiguous() for k, v in state.items()}, str(out / WEIGHTS_NAME))
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    manifest["details"] = {"scheme": "dynamic int8, per-output-row symmetric weights, float activations quantized "
+                                     "per batch", "parts": ["text", "fusion", "head"], "quantized_layers": names}
+    (out / MANIFEST_NAME).write_text(json.dumps(manifest))
+    return out, quantized
+
+
+def test_old_format_int8_folders_load_with_a_warning_to_re_export(tiny_run, tmp_path, batches):
+    folder, quantized = _old_format_int8_folder(tiny_run, tmp_path / "old")
+    with pytest.warns(UserWarning, match=r"old format .* Re-export it with this version: python export.py"):
+        loaded = load_for_inference(folder)
+    layers = quantized_layers(loaded)
+    assert sorted(layers) == sorted(quantized)
+    for name, qweight in quantized.items():  # the stored int8 weights, exactly
+        assert torch.equal(layers[name].weight.qdata, qweight)
+    float_model = MultimodalModel.from_pretrained(tiny_run).eval()
+    assert max_logit_difference(loaded, float_model, batches) < 0.1
+    state = load_file(str(folder / WEIGHTS_NAME))  # zero points torchao's symmetric tensors cannot hold
+    state[f"{next(iter(quantized))}.weight_zero_point"][0] = 3
+    save_file(state, str(folder / WEIGHTS_NAME))
+    with pytest.raises(ModelNotAvailableError, match=f"{re.escape(str(folder / WEIGHTS_NAME))}.*non-zero weight zero "
+                                                     "points.*re-export"):
+        load_for_inference(folder)
+
+
+def test_int8_without_torchao_says_how_to_install_it(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchao.quantization", None)  # what import finds when torchao is missing
+    with pytest.raises(ModuleNotFoundError, match=r"needs torchao: pip install 'crossfuse\[deploy\]'"):
+        export.main([str(tiny_run), "--kind", "int8", "--out", str(tmp_path / "q")])
+    assert not (tmp_path / "q").exists()
+
+
+def _torch_uses(tree: ast.AST) -> list[str]:
+    """Dotted ``torch...`` names a module imports or reads (strings and comments are not code)."""
+    uses = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            uses += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            uses += [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Attribute):
+            parts, value = [node.attr], node.value
+            while isinstance(value, ast.Attribute):
+                parts.append(value.attr)
+                value = value.value
+            if isinstance(value, ast.Name):
+                uses.append(".".join([value.id, *reversed(parts)]))
+    return [u for u in uses if u == "torch" or u.startswith("torch.")]
+
+
+def test_deploy_calls_no_deprecated_or_private_torch_api():
+    deploy_dir = Path(__file__).resolve().parent.parent / "deploy"
+    assert "torch.ao.quantization.quantize_dynamic" in _torch_uses(ast.parse(
+        "from torch.ao.quantization import quantize_dynamic\nx = torch._make_per_channel_quantized_tensor"))
+    for path in sorted(deploy_dir.glob("*.py")):
+        bad = [u for u in _torch_uses(ast.parse(path.read_text()))
+               if u.startswith("torch.ao") or any(part.startswith("_") for part in u.split("."))]
+        assert not bad, f"{path.name} uses {bad}"
 
 
 @pytest.mark.parametrize("method", ["magnitude", "structured"])
@@ -143,9 +230,10 @@ def test_user_errors_are_clear(tiny_run, tmp_path):
         load_for_inference(tmp_path / "c")
 
 
-def test_quantized_model_runs_with_missing_modalities(tiny_run, batches):
+@pytest.mark.parametrize("scheme", ["weight-only", "dynamic"])
+def test_quantized_model_runs_with_missing_modalities(tiny_run, batches, scheme):
     model = MultimodalModel.from_pretrained(tiny_run).eval()
-    quantize_linears(model)
+    quantize_linears(model, scheme=scheme)
     with torch.no_grad():
         for drop in (("text",), ("image",)):
             assert torch.isfinite(model(batches[0], drop=drop)["logits"]).all()

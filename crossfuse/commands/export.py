@@ -1,6 +1,8 @@
 """Export a trained run for deployment: ``python export.py RUN_DIR --kind int8|pruned|onnx [--out DIR] ...``.
 
-* ``int8``: dynamic int8 linear layers (``--parts text,fusion,head``, the default).
+* ``int8``: int8 linear layers with torchao (``--parts text,fusion,head``, the default); ``--scheme weight-only``
+  (default: float activations) or ``dynamic`` (int8 activations per token; fast only on CPUs whose PyTorch int8
+  GEMM is, see docs/deployment.md).
 * ``pruned``: ``--method magnitude|structured --sparsity 0.5``, optionally ``--finetune-steps N`` to recover.
 * ``onnx``: the whole model as one ONNX graph (``--opset 17``); its agreement with PyTorch on real batches of the
   run's eval split is checked and written to ``export.json``.
@@ -21,6 +23,7 @@ from deploy import list_exports, write_export_folder
 from deploy.folder import MANIFEST_NAME
 from deploy.onnx_export import ATOL, DEFAULT_OPSET
 from deploy.parity import onnx_parity
+from deploy.quantize import DEFAULT_SCHEME, SCHEMES
 from models import MultimodalModel
 
 
@@ -32,6 +35,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--parts", default=None,
                         help="comma-separated parts to quantize/prune: text,vision,fusion,head "
                              "(default: text,fusion,head for int8; all for pruned)")
+    parser.add_argument("--scheme", default=DEFAULT_SCHEME, choices=SCHEMES,
+                        help="int8: weight-only (float activations) or dynamic (int8 activations per token)")
     parser.add_argument("--sparsity", type=float, default=0.5, help="fraction of weights (or rows) to zero")
     parser.add_argument("--method", default="magnitude", choices=["magnitude", "structured"])
     parser.add_argument("--finetune-steps", type=int, default=0, help="recovery fine-tune steps after pruning")
@@ -51,6 +56,8 @@ def main(argv: list[str] | None = None) -> dict:
     options: dict = {}
     if args.parts:
         options["parts"] = tuple(p.strip() for p in args.parts.split(",") if p.strip())
+    if args.kind == "int8":
+        options["scheme"] = args.scheme
     if args.kind == "pruned":
         options.update(sparsity=args.sparsity, method=args.method, finetune_steps=args.finetune_steps,
                        finetune_overrides=args.finetune_override)
