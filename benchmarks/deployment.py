@@ -7,8 +7,8 @@ MiniLM model and the throughput of each at 1 and 2 threads.
 
 Trains each model once on the English part of the embedded shapes benchmark (reused from ``runs/`` afterwards,
 ``--fresh`` retrains), exports it with ``export.py`` and writes the tables into ``docs/deployment.md`` and the figure
-``docs/deployment.png``. Ratios are against the float PyTorch model measured in the same run, with the same number
-of threads (torch and ONNX Runtime alike).
+``docs/figures/deployment.png``. Ratios are against the float PyTorch model measured in the same run, with the same
+number of threads (torch and ONNX Runtime alike).
 """
 
 from __future__ import annotations
@@ -286,8 +286,8 @@ def main(argv: list[str] | None = None) -> None:
     command = "python benchmarks/deployment.py " + " ".join(argv if argv is not None else sys.argv[1:])
     head = [machine_line() + f" Threads: torch {args.threads}, ONNX Runtime the same. Load average at the end: "
             f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1 / 5 / 15 min).", "", f"Command: `{command.strip()}`", ""]
-    image = figure(all_results, DOCS / "deployment.png")
-    (DOCS / "deployment.json").write_text(json.dumps(all_results, indent=1))
+    image = figure(all_results, DOCS / "figures" / "deployment.png")
+    (DOCS / "figures" / "deployment.json").write_text(json.dumps(all_results, indent=1))
     text = "\n".join([*head, f"![size, speed-up and accuracy of every variant]({image.name})", "", *sections])
     write_section("deployment.md", "benchmark-deployment", text, title="Deployment")
     if profile:

@@ -54,16 +54,17 @@ def children(pid: int) -> list[int]:
 
 
 def ranks(launcher: int) -> list[int]:
-    """The training processes under a launcher (python processes running train.py, at any depth)."""
-    out, todo = [], [launcher]
+    """The training processes under a launcher: the outermost python processes running train.py below it. Their
+    own children (DataLoader workers, forked with the same command line) are not ranks: they ignore SIGTERM."""
+    out, todo = [], children(launcher)
     while todo:
         pid = todo.pop()
-        kids = children(pid)
-        todo += kids
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if Path(f"/proc/{pid}").exists() else []
-        if pid != launcher and any(part.endswith(b"train.py") for part in cmdline):
+        if any(part.endswith(b"train.py") for part in cmdline):
             out.append(pid)
-    return out
+        else:
+            todo += children(pid)
+    return sorted(out)
 
 
 def descendants(pid: int) -> list[int]:
