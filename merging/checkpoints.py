@@ -196,7 +196,8 @@ def plan(reference: Checkpoint, models: list[Checkpoint], policies: dict[str, st
 
 def merge_checkpoints(models: list[str | Path], method: str | MergeMethod, base: str | Path | None = None,
                       params: dict[str, Any] | None = None, policies: dict[str, str] | None = None,
-                      fishers: list[str | Path] | None = None) -> dict[str, Tensor]:
+                      fishers: list[str | Path] | None = None, grams: list[str | Path] | None = None
+                      ) -> dict[str, Tensor]:
     """Merge saved models with a registered method, one tensor name at a time.
 
     Args:
@@ -210,6 +211,8 @@ def merge_checkpoints(models: list[str | Path], method: str | MergeMethod, base:
             ``keep_base`` copies the reference tensor, ``skip`` leaves the tensor out of the result, ``shape_match``
             merges over the models whose tensor exists with the reference's shape.
         fishers: one safetensors file of diagonal Fisher values per model (the ``fisher`` method).
+        grams: one safetensors file per model of input Gram matrices, named like the linear weights they belong to
+            (the ``regmean`` method; :func:`merging.activations.collect_grams`).
 
     Returns:
         The merged state dict (name -> tensor in the reference's dtype). Integer and bool tensors (buffers such as
@@ -227,6 +230,9 @@ def merge_checkpoints(models: list[str | Path], method: str | MergeMethod, base:
     if method.needs_fisher and (fishers is None or len(fishers) != len(models)):
         raise ValueError(f"merge method {method.name!r} needs one Fisher file per model "
                          "(merging.fisher_estimation.estimate_fisher)")
+    if method.needs_grams and (grams is None or len(grams) != len(models)):
+        raise ValueError(f"merge method {method.name!r} needs one file of input Gram matrices per model "
+                         "(merging.activations.collect_grams; merge.py collects them from each run's data)")
     if not models:
         raise ValueError("nothing to merge: give at least one model")
     ckpts = [Checkpoint.open(m) for m in models]
@@ -235,6 +241,7 @@ def merge_checkpoints(models: list[str | Path], method: str | MergeMethod, base:
     actions = plan(reference, ckpts, policies)
     merged: dict[str, Tensor] = {}
     fisher_keys = [set(tensor_shapes(f)) for f in fishers or []]
+    gram_keys = [set(tensor_shapes(g)) for g in grams or []]
     for key, action in actions.items():
         if action == "skip":
             continue
@@ -255,6 +262,9 @@ def merge_checkpoints(models: list[str | Path], method: str | MergeMethod, base:
             # Tensors without a Fisher (floating buffers) get equal Fishers, i.e. a plain average.
             kwargs["fishers"] = [read_tensor(fishers[i], key) if key in fisher_keys[i] else torch.ones(ref.shape)
                                  for i in use]
+        if method.needs_grams:  # a linear weight every model has a Gram for; anything else is averaged
+            has = all(key in gram_keys[i] for i in use)
+            kwargs["grams"] = [read_tensor(grams[i], key) for i in use] if has else None
         if method.takes_key:
             kwargs["key"] = key
         out = method.fn([read_tensor(ckpts[i].weights, key) for i in use], **kwargs)

@@ -42,6 +42,22 @@ def fisher_files(models: list[str], cfg, tmp: Path) -> list[Path]:
     return paths
 
 
+def gram_files(models: list[str], cfg, tmp: Path) -> list[Path]:
+    """Each model's input Gram matrices on its own data (towers in eval mode, streamed), one model at a time."""
+    from merging.activations import collect_grams, save_grams
+    from merging.scoring import run_config, split_loader
+    from models import MultimodalModel
+
+    paths = []
+    for i, path in enumerate(models):
+        run_cfg, ckpt = run_config(path)
+        loader = split_loader(path, cfg.activations.split, train=True, batch_size=run_cfg.train.batch_size)
+        model = MultimodalModel.from_pretrained(ckpt.model_dir)
+        paths.append(save_grams(collect_grams(model, loader, cfg.activations.samples), tmp / f"grams_{i}.safetensors"))
+        del model
+    return paths
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", nargs="*", help="a merge recipe YAML, then dotted overrides (params.density=0.3)")
@@ -72,9 +88,22 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"greedy soup of {len(soup.chosen)}/{len(models)} models, {cfg.greedy.split} {cfg.greedy.metric} "
               f"{soup.score:.4f}: {', '.join(soup.chosen)}")
     else:
+        params, policies = to_dict(cfg.params), to_dict(cfg.policies)
         with tempfile.TemporaryDirectory(prefix="crossfuse-merge-") as tmp:
             fishers = fisher_files(models, cfg, Path(tmp)) if method.needs_fisher else None
-            state = merge_checkpoints(models, method, cfg.base, to_dict(cfg.params), to_dict(cfg.policies), fishers)
+            grams = gram_files(models, cfg, Path(tmp)) if method.needs_grams else None
+            if method.name == "adamerging" and "coefficients" not in params:
+                from merging.adamerging import learn_coefficients
+
+                if cfg.base is None:
+                    raise ValueError("adamerging needs a base (the shared starting point): set base")
+                learned = learn_coefficients(models, cfg.base, cfg.adamerging, policies, Path(tmp))
+                params["coefficients"] = learned["coefficients"]
+                recipe["result"] = learned
+                summary.update(learned)
+                print(f"adamerging: entropy {learned['entropy'][0]:.4f} -> {learned['entropy'][-1]:.4f} over "
+                      f"{cfg.adamerging.steps} steps")
+            state = merge_checkpoints(models, method, cfg.base, params, policies, fishers, grams)
     save_merged(state, reference, out, recipe, overwrite=args.overwrite, protect=protect)
     print(f"merged {len(models)} models with {cfg.method} into {cfg.output} (evaluate: python evaluate.py "
           f"{cfg.output})")
