@@ -60,16 +60,22 @@ class AdaMergingTask(Task):
         granularity: ``task`` (one lambda per model) or ``layer`` (one per model and tensor).
         init: starting lambda (the paper's 0.3).
         policies: merge policies (fnmatch pattern -> keep_base | skip | ...): tensors not merged keep the base.
+        heads: multi-task merging (the paper's setting): every model keeps its own head (``head.*`` is not merged)
+            and the unlabelled data is each model's own train split (from its run config), each example's entropy
+            taken with its own model's head: ``sum_k H(head_k(f_merged(x_k)))``.
     """
 
     def __init__(self, models: list[str], base: str, granularity: str = "layer", init: float = 0.3,
-                 policies: dict[str, str] | None = None):
+                 policies: dict[str, str] | None = None, heads: bool = False):
         super().__init__()
         if not models:
             raise ValueError("adamerging: no models to merge")
         self.model_paths, self.base_path = [str(m) for m in models], str(base)
         self.granularity = Granularity(granularity).value
-        self.init, self.policies = init, dict(policies or {})
+        self.init, self.policies, self.heads = init, dict(policies or {}), heads
+        if heads:
+            self.policies = {"head.*": "keep_base", **self.policies}
+        self.head_states: list[dict[str, Tensor]] = []  # heads=True: each model's head, frozen
         self.names: list[str] = []
         self.base_tensors: dict[str, Tensor] = {}
         self.task_vectors: dict[str, Tensor] = {}  # name -> (K, *S)
@@ -83,6 +89,9 @@ class AdaMergingTask(Task):
         self.base_tensors = {k: base_state[k].float() for k in self.names}
         self.task_vectors = {k: torch.stack([s[k].float() - self.base_tensors[k] for s in states])
                              for k in self.names}
+        if self.heads:
+            self.head_states = [{k.removeprefix("head."): v.float() for k, v in s.items() if k.startswith("head.")}
+                                for s in states]
         groups = len(self.names) if self.granularity == "layer" else 1
         self.extras["coefficients"] = Coefficients(len(ckpts), groups, self.init)
         model.requires_grad_(False)
@@ -94,6 +103,25 @@ class AdaMergingTask(Task):
     def place(self, device) -> None:
         self.base_tensors = {k: v.to(device) for k, v in self.base_tensors.items()}
         self.task_vectors = {k: v.to(device) for k, v in self.task_vectors.items()}
+        self.head_states = [{k: v.to(device) for k, v in h.items()} for h in self.head_states]
+
+    def train_dataset(self, cfg):
+        """With ``heads``: every model's own train split (``cfg.data.train_split``), its rows tagged with the model's
+        index as their ``lang`` (``task00``, ``task01``, ...), so a batch says which head reads each example."""
+        if not self.heads:
+            return None
+        from data.records import MultimodalDataset
+        from engine.builders import build_dataset
+
+        from .scoring import run_config
+
+        records, names = [], None
+        for k, path in enumerate(self.model_paths):
+            run_cfg, _ = run_config(path)
+            dataset = build_dataset(run_cfg, cfg.data.train_split, run_cfg.data.languages)
+            names = names or dataset.label_names
+            records += [{**r, "lang": f"task{k:02d}"} for r in dataset.records]
+        return MultimodalDataset(records, names)
 
     def merged(self, coefficients: Tensor) -> dict[str, Tensor]:
         """``{name: base + sum_k lambda[k, g(name)] * tau_k}`` for the merged tensors; ``coefficients`` ``(K, G)``."""
@@ -107,8 +135,18 @@ class AdaMergingTask(Task):
     def forward(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
         model.eval()  # the merged model as it will predict: no dropout
         out = functional_call(model, self.merged(self.extras["coefficients"]()), (batch,))
-        entropy = prediction_entropy(out["logits"], batch["labels"].ndim == 2)
-        return {"loss": entropy, "entropy": entropy.detach(), "outputs": out}
+        multi = batch["labels"].ndim == 2
+        if not self.heads:
+            entropy = prediction_entropy(out["logits"], multi)
+            return {"loss": entropy, "entropy": entropy.detach(), "outputs": out}
+        task = batch["lang"]  # (B,) index of the model whose data each example is
+        entropy = out["features"].new_zeros(())
+        for k, head in enumerate(self.head_states):
+            rows = task == k
+            if rows.any():
+                logits = functional_call(model.head, head, (out["features"][rows],))
+                entropy = entropy + prediction_entropy(logits, multi) * rows.sum() / task.numel()
+        return {"loss": entropy, "entropy": entropy.detach()}
 
     def evaluate(self, accelerator, model, loader, **kwargs) -> dict[str, Any]:
         """The merged model's metrics: its weights are put into the model for the evaluation, then restored."""
@@ -146,8 +184,8 @@ def learn_coefficients(models: list[str], base: str, settings: Any, policies: di
     from .scoring import run_config
 
     _, ckpt = run_config(base)
-    params = {"models": list(models), "base": str(base), "granularity": str(settings.granularity),
-              "init": float(settings.init), "policies": dict(policies)}
+    params = {"models": [str(m) for m in models], "base": str(base), "granularity": str(settings.granularity),
+              "init": float(settings.init), "policies": dict(policies), "heads": bool(settings.heads)}
     cfg = load_config(ckpt.run_dir / "config.yaml", [
         "train.task=adamerging", f"train.task_params={json.dumps(params)}", f"train.max_steps={settings.steps}",
         f"optim.lr={settings.lr}", "optim.weight_decay=0.0", "optim.warmup_ratio=0.0",

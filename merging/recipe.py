@@ -43,6 +43,7 @@ class AdaMergingConfig:
     init: float = 0.3  # starting coefficient (the paper's)
     split: str = "train"  # unlabelled data: this split of the base run's data settings (labels are not read)
     batch_size: int | None = None  # None = the base run's train.batch_size
+    heads: bool = False  # multi-task: each model keeps its head, entropy on each model's own data with its head
 
 
 @dataclass

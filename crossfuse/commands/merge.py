@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> dict:
 
                 if cfg.base is None:
                     raise ValueError("adamerging needs a base (the shared starting point): set base")
+                if cfg.adamerging.heads:  # multi-task: every model keeps its own head; the output holds the base's
+                    policies.setdefault("head.*", "keep_base")
                 learned = learn_coefficients(models, cfg.base, cfg.adamerging, policies, Path(tmp))
                 params["coefficients"] = learned["coefficients"]
                 recipe["result"] = learned
