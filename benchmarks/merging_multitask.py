@@ -130,10 +130,10 @@ def main(argv: list[str] | None = None) -> None:
         test = {t: held_out_scorer(ft[t], "test") for t in TASKS}
         models = [ft[t] for t in TASKS]
 
-        def scores(state, split=test):
+        def scores(state, split=test, ft=ft):
             return {t: split[t](with_towers(ft[t], state)) for t in TASKS}
 
-        def add(name, accs, note=""):
+        def add(name, accs, note="", seed=seed):
             rows.setdefault(name, []).append(accs)
             notes.setdefault(name, note)
             print(f"seed {seed} {name}: " + ", ".join(f"{t} {a:.3f}" for t, a in accs.items()), flush=True)

@@ -216,3 +216,28 @@ def test_adamerging_lowers_entropy_against_its_starting_coefficients(variants, t
     coefficients = summary["coefficients"]
     assert len(coefficients) > 10 and all(0.0 <= x <= 1.0 for v in coefficients.values() for x in v)  # layer-wise
     assert any(abs(x - 0.3) > 1e-3 for v in coefficients.values() for x in v)
+
+
+def test_adamerging_with_heads_reads_each_example_with_its_own_models_head(variants, tiny_run):
+    from merging.adamerging import AdaMergingTask, prediction_entropy
+    from merging.scoring import split_loader
+
+    task = AdaMergingTask([str(v) for v in variants[:2]], str(tiny_run), granularity="task", heads=True)
+    net = MultimodalModel.from_pretrained(tiny_run)
+    task.setup(net)
+    assert not any(n.startswith("head.") for n in task.names)  # heads are not merged
+    batch = next(iter(split_loader(tiny_run, "train", train=True)))
+    batch["lang"] = torch.arange(batch["labels"].shape[0]) % 2  # examples of model 0 and of model 1
+    loss = task(net, batch)["loss"]
+    merged = {k: v for k, v in task.merged(task.extras["coefficients"]()).items()}
+    expected = 0.0
+    for k, variant in enumerate(variants[:2]):
+        own = MultimodalModel.from_pretrained(variant).eval()
+        own.load_state_dict(merged, strict=False)  # merged towers and fusion, model k's head
+        rows = batch["lang"] == k
+        with torch.no_grad():
+            logits = own(batch)["logits"][rows]
+        expected += prediction_entropy(logits) * rows.sum() / rows.numel()
+    torch.testing.assert_close(loss.detach(), expected)
+    loss.backward()  # the coefficients learn from it
+    assert task.extras["coefficients"].value.grad.abs().sum() > 0
