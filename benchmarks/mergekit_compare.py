@@ -123,14 +123,15 @@ def main(argv: list[str] | None = None) -> None:
     rows.append(["DELLA keep probabilities, density 0.6, epsilon 0.1",
                  f"{probs.min():.3f} to {probs.max():.3f}, whole tensor",
                  f"{low:.3f} (smallest of each row) to {high:.3f} (largest), empirical over 2000 draws", "",
-                 "ours span epsilon (the paper's window; 0.55-0.65), mergekit density +/- epsilon (0.5-0.7) within each row"])
+                 "ours span epsilon (the paper's window; 0.55-0.65), mergekit density +/- epsilon (0.5-0.7) "
+                 "within each row"])
     ours_slerp = slerp([a, b], t=0.3)
     rows.append(["SLERP t 0.3 of 64x256 tensors", "one angle for the tensor", "one angle per row",
                  f"max |difference| {float((ours_slerp - theirs['slerp']).abs().max()):.4f}",
                  "mergekit 0.1.5 interpolates each output row on its own"])
+    near = float((slerp([a, a * 1.0001 + 1e-3 * b], t=0.3) - theirs["slerp_near"]).abs().max())
     rows.append(["SLERP nearly colinear (cos 0.99999)", "linear fallback (|cos| > 1 - 1e-4)",
-                 "linear fallback (dot > 0.9995)",
-                 f"max |difference| {float((slerp([a, a * 1.0001 + 1e-3 * b], t=0.3) - theirs['slerp_near']).abs().max()):.2e}",
+                 "linear fallback (dot > 0.9995)", f"max |difference| {near:.2e}",
                  "both fall back; thresholds differ between cos 0.9995 and 0.9999"])
     text = "\n".join([
         "### Side by side with mergekit (measured)", "",
