@@ -60,9 +60,13 @@ def common(args, task: str) -> list[str]:
     ]
 
 
+REUSED: list[str] = []  # runs kept from an earlier invocation (their training time is not in this one's)
+
+
 def train(args, name: str, task: str, overrides: list[str]) -> Path:
     run = Path(args.out) / name
-    if (run / "metrics.json").is_file():  # kept from an earlier, interrupted invocation
+    if (run / "metrics.json").is_file():  # kept from an earlier invocation with the same settings
+        REUSED.append(name)
         return run
     cfg = load_config(None, common(args, task) + [f"run.name={name}", "run.overwrite=true"] + overrides)
     Trainer(cfg).fit()
@@ -106,6 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ft-steps", type=int, default=150)
     parser.add_argument("--joint-steps", type=int, default=300)
     parser.add_argument("--ada-steps", type=int, default=60)
+    parser.add_argument("--ada-lr", type=float, default=0.05, help="AdaMerging's Adam lr (the paper: 1e-3 over far "
+                        "more steps; at 1e-3 and 40 steps the coefficients do not move)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args(argv)
@@ -165,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
                                     Path(args.out) / f"s{seed}_grams_{i}.safetensors"))
         add("regmean", scores(merge_checkpoints(models, "regmean", params={"alpha": 0.9}, policies=HEAD,
                                                 grams=grams)), "alpha 0.9, Grams of 256 unlabelled train examples")
-        settings = SimpleNamespace(steps=args.ada_steps, lr=1e-3, granularity="layer", init=0.3, split="train",
+        settings = SimpleNamespace(steps=args.ada_steps, lr=args.ada_lr, granularity="layer", init=0.3, split="train",
                                    batch_size=None, heads=True)
         work = Path(args.out) / f"s{seed}_adamerging"
         if work.exists():
@@ -175,7 +181,8 @@ def main(argv: list[str] | None = None) -> None:
         learned = learn_coefficients(models, str(base), settings, {"head.*": "keep_base"}, work)
         state = merge_checkpoints(models, "adamerging", base=base, params={"coefficients": learned["coefficients"]},
                                   policies=HEAD)
-        add("adamerging", scores(state), f"layer-wise, {args.ada_steps} steps, entropy on unlabelled train data")
+        add("adamerging", scores(state),
+            f"layer-wise, {args.ada_steps} steps at lr {args.ada_lr}, entropy on unlabelled train data")
         notes[f"adamerging (seed {seed})"] = f"entropy {learned['entropy'][0]:.3f} -> {learned['entropy'][1]:.3f}"
     total = time.perf_counter() - t0
     json.dump({"rows": rows, "notes": notes}, open(Path(args.out) / "results.json", "w"), indent=1)
@@ -204,10 +211,12 @@ def write_doc(args, rows, notes, total, t_train, stamp) -> None:
                        for s in range(1, args.seeds + 1))
     cmd = (f"OMP_NUM_THREADS=1 python benchmarks/merging_multitask.py --n-train {args.n_train} --base-steps "
            f"{args.base_steps} --ft-steps {args.ft_steps} --joint-steps {args.joint_steps} --ada-steps "
-           f"{args.ada_steps} --seeds {args.seeds}")
+           f"{args.ada_steps} --ada-lr {args.ada_lr} --seeds {args.seeds}")
     text = "\n".join([
         "### Multi-task merging of multimodal models (measured)", "",
-        f"{stamp} `{cmd}`: total {total / 60:.1f} min wall time, of which training {t_train / 60:.1f} min "
+        f"{stamp} `{cmd}`: total {total / 60:.1f} min wall time, of which training {t_train / 60:.1f} min"
+        + (f" ({len(REUSED)} trained runs reused from an earlier invocation of the same command, not retrained)"
+           if REUSED else "") + " "
         f"(base {args.base_steps} steps on easy; per seed 4 fine-tunes of {args.ft_steps} steps and a joint model "
         f"of {args.joint_steps} steps; {args.n_train} train / {args.n_val} val / {args.n_test} test examples per "
         f"task, English, 32x32 images; tiny towers: 2-layer BERT and ViT of width 64, product fusion).", "",
