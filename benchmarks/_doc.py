@@ -19,22 +19,30 @@ import torch
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
+def code_state(root: Path | None = None) -> str:
+    """The commit the code was run from: ``abc1234``, or ``abc1234 with uncommitted changes`` when any file
+    outside ``docs/`` (which benchmarks write) differs from it, tracked or untracked (ignored files aside: run
+    folders, caches). A figure made from code that is not committed cannot be reproduced from the commit alone,
+    and the stamp says so. ``unknown`` outside a git checkout."""
+    root = Path(root or DOCS.parent)
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=root)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", ":/",
+                                 ":(top,exclude)docs"], capture_output=True, text=True, cwd=root)
+    except OSError:
+        return "unknown"
+    if head.returncode != 0 or status.returncode != 0:
+        return "unknown"
+    return head.stdout.strip() + (" with uncommitted changes" if status.stdout.strip() else "")
+
+
 def machine_line() -> str:
     """One line naming where figures were measured (cores, torch, device, git commit, date)."""
     import os
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=DOCS.parent).stdout.strip()
-        # Tracked code (docs aside, which benchmarks write) differing from the commit: say so.
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                  ":(exclude)docs"], capture_output=True, text=True, cwd=DOCS.parent).stdout.strip()
-        commit += " with uncommitted changes" if changed else ""
-    except OSError:
-        commit = "unknown"
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU only"
     return (f"Measured {date.today()} on {os.cpu_count()} CPU cores ({platform.machine()}), {device}, "
-            f"torch {torch.__version__}, commit {commit}.")
+            f"torch {torch.__version__}, commit {code_state()}.")
 
 
 def write_section(page: str, name: str, text: str, title: str | None = None) -> Path:

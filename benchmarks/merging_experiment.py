@@ -34,6 +34,7 @@ from models import MultimodalModel, load_state  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 LANGS = ["de", "en", "es", "fr", "ru"]
+LAMBDAS = (0.3, 0.6, 1.0)  # the task-arithmetic / TIES / DARE scale grid, chosen on validation
 
 
 def common(args) -> list[str]:
@@ -103,20 +104,23 @@ def main(argv: list[str] | None = None) -> None:
 
     merged: dict[str, tuple[Path, str]] = {}
     state = merge_checkpoints(members, "linear")
-    merged["uniform soup"] = (save_merged(state, members[0], out / "m_uniform", {"method": "linear"}), "")
+    merged["uniform soup"] = (save_merged(state, members[0], out / "m_uniform", {"method": "linear"},
+                                              overwrite=True), "")
     soup = greedy_soup(members, scorer)
-    merged["greedy soup"] = (save_merged(soup.state, soup.chosen[0], out / "m_greedy", {"method": "greedy_soup"}),
+    merged["greedy soup"] = (save_merged(soup.state, soup.chosen[0], out / "m_greedy", {"method": "greedy_soup"},
+                                         overwrite=True),
                              f"{len(soup.chosen)} of {len(members)} models")
     grids = {"task_arithmetic": {}, "ties": {"density": 0.2}, "dare": {"p": 0.5, "seed": 0}}
     for method, params in grids.items():
         best = None
-        for lam in (0.3, 0.6, 1.0):
+        for lam in LAMBDAS:
             st = merge_checkpoints(members, method, base=base, params={**params, "scale": lam})
             score = val_score(st)
             if best is None or score > best[0]:
                 best = (score, lam, st)
         path = save_merged(best[2], base, out / f"m_{method}", {"method": method, "params": {**params,
-                                                                                             "scale": best[1]}})
+                                                                                             "scale": best[1]}},
+                           overwrite=True)
         merged[method.replace("_", " ")] = (path, f"lambda={best[1]} (val)" + (
             f", density {params['density']}" if "density" in params else "") + (
             f", p {params['p']}" if "p" in params else ""))

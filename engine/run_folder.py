@@ -116,20 +116,14 @@ def _inside(path: Path, other: Path) -> bool:
     return path == other or other in path.parents
 
 
-@contextlib.contextmanager
-def new_folder(final: str | Path, overwrite: bool = False, protect: Iterable[str | Path] = (),
-               what: str = "output") -> Iterator[Path]:
-    """Write a folder completely, then put it in place: yields an empty temporary sibling to fill; on success it
-    becomes ``final``, on any error nothing is left behind.
-
-    ``final`` must not exist (or, with ``overwrite``, is replaced by one rename only once the new folder is
-    complete), must not hold a run (a training folder is never written into), must not be locked by a training,
-    and must be neither inside nor around any of ``protect`` (the inputs: an output never replaces what it was
-    made from).
-    """
+def check_new_folder(final: str | Path, overwrite: bool = False, protect: Iterable[str | Path] = (),
+                     what: str = "output") -> Path:
+    """Raise ``FileExistsError`` if :func:`new_folder` would refuse ``final`` (call it before long work, so a
+    mistake fails at once); returns ``final`` as an absolute path."""
     final = Path(final).absolute()
-    for source in map(lambda p: Path(p).absolute(), protect):
-        if _inside(final, source) or _inside(source, final):
+    for source in protect:
+        source = Path(source).absolute()
+        if any(_inside(f, s) or _inside(s, f) for f in (final, final.resolve()) for s in (source, source.resolve())):
             raise FileExistsError(f"{what} {final} would write into or over the input {source}; choose another "
                                   "output folder")
     if final.exists():
@@ -139,6 +133,21 @@ def new_folder(final: str | Path, overwrite: bool = False, protect: Iterable[str
                                   "folder")
         if not overwrite and any(final.iterdir()):
             raise FileExistsError(f"{final} already exists; choose another folder, or pass --overwrite to replace it")
+    return final
+
+
+@contextlib.contextmanager
+def new_folder(final: str | Path, overwrite: bool = False, protect: Iterable[str | Path] = (),
+               what: str = "output") -> Iterator[Path]:
+    """Write a folder completely, then put it in place: yields an empty temporary sibling to fill; on success it
+    becomes ``final``, on any error nothing is left behind.
+
+    ``final`` must not exist (or, with ``overwrite``, is replaced by one rename only once the new folder is
+    complete), must not hold a run (a training folder is never written into), must not be locked by a training,
+    and must be neither inside nor around any of ``protect`` (the inputs: an output never replaces what it was
+    made from; symbolic links are followed).
+    """
+    final = check_new_folder(final, overwrite, protect, what)
     tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -13,6 +13,7 @@ from engine.config import choice, load_layers
 FisherLabels = choice("FisherLabels", "sampled", "true")
 # What a per-key policy does with the tensors whose names match its pattern.
 Policy = choice("Policy", "merge", "keep_base", "skip", "shape_match")
+Granularity = choice("Granularity", "task", "layer")  # AdaMerging: one coefficient per model, or per model and tensor
 
 
 @dataclass
@@ -29,6 +30,23 @@ class GreedyConfig:
 
 
 @dataclass
+class ActivationsConfig:
+    samples: int = 256  # unlabelled examples per model whose linear-layer inputs RegMean's Grams sum over
+    split: str = "train"  # data split of the model's own run config
+
+
+@dataclass
+class AdaMergingConfig:
+    steps: int = 100  # optimizer steps of the coefficients (Adam, through the engine's Trainer)
+    lr: float = 1e-3  # the paper's learning rate
+    granularity: Granularity = Granularity.layer  # task | layer
+    init: float = 0.3  # starting coefficient (the paper's)
+    split: str = "train"  # unlabelled data: this split of the base run's data settings (labels are not read)
+    batch_size: int | None = None  # None = the base run's train.batch_size
+    heads: bool = False  # multi-task: each model keeps its head, entropy on each model's own data with its head
+
+
+@dataclass
 class MergeConfig:
     method: str = "linear"  # a registered merge method (merging.list_merge_methods()) or greedy_soup
     models: list[str] = field(default_factory=list)  # run folders or saved model folders
@@ -38,6 +56,8 @@ class MergeConfig:
     output: str = "runs/merged"
     fisher: FisherConfig = field(default_factory=FisherConfig)
     greedy: GreedyConfig = field(default_factory=GreedyConfig)
+    activations: ActivationsConfig = field(default_factory=ActivationsConfig)  # regmean
+    adamerging: AdaMergingConfig = field(default_factory=AdaMergingConfig)
 
 
 class MergeConfigError(ValueError):

@@ -16,7 +16,7 @@ from torch import Tensor
 from crossfuse.registry import Registry
 
 # Inputs the merge engine supplies itself; everything else in the signature is user config.
-ENGINE_ARGS = ("tensors", "base", "fishers", "key")
+ENGINE_ARGS = ("tensors", "base", "fishers", "grams", "key")
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class MergeMethod:
     needs_base: bool = False  # task-vector methods work on differences from a shared starting point
     needs_fisher: bool = False  # per-tensor diagonal Fisher of every model (merging/fisher.py)
     num_models: int | None = None  # None = any number
+    needs_grams: bool = False  # input Gram matrix of every linear layer of every model (merging/activations.py)
 
     @property
     def params(self) -> dict[str, inspect.Parameter]:
@@ -42,11 +43,11 @@ METHODS: Registry[MergeMethod] = Registry(
 
 
 def register_merge_method(name: str, needs_base: bool = False, needs_fisher: bool = False,
-                          num_models: int | None = None, renamed_from: tuple[str, ...] = ()):
+                          num_models: int | None = None, renamed_from: tuple[str, ...] = (), needs_grams: bool = False):
     """Function decorator registering a tensor merge function under ``name``."""
 
     def wrap(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
-        METHODS.add(name, MergeMethod(name, fn, needs_base, needs_fisher, num_models), renamed_from)
+        METHODS.add(name, MergeMethod(name, fn, needs_base, needs_fisher, num_models, needs_grams), renamed_from)
         fn.merge_method = name
         return fn
 

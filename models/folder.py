@@ -34,15 +34,51 @@ THRESHOLDS = "thresholds.json"
 TASK_STATE = "task_state.safetensors"
 
 
+PICKLED_WEIGHTS = ("pytorch_model.bin", "model.pt", "model.pth", "model.bin")  # what other tools save; never read
+
+
 def resolve_model_dir(path: str | Path) -> Path:
-    """The model folder of ``path``: ``path`` itself or its ``model/`` subfolder (a run folder)."""
+    """The model folder of ``path``: ``path`` itself or its ``model/`` subfolder (a run folder).
+
+    Raises:
+        ModelNotAvailableError: naming what is wrong with ``path`` (missing, a pickled ``pytorch_model.bin``
+            only, no ``crossfuse.json``) and the fix.
+    """
     path = Path(path)
     for candidate in (path, path / "model"):
         if (candidate / CONFIG).is_file() and (candidate / WEIGHTS).is_file():
             return candidate
+    if not path.exists():
+        raise ModelNotAvailableError(f"{str(path)!r} is not a saved crossfuse model: it does not exist "
+                                     f"({path.absolute()}); give a run folder written by train.py or a model folder "
+                                     "written by save_pretrained")
+    for candidate in (path, path / "model"):
+        pickled = [name for name in PICKLED_WEIGHTS if (candidate / name).is_file()]
+        if pickled and not (candidate / WEIGHTS).is_file():
+            raise ModelNotAvailableError(
+                f"{candidate / pickled[0]} is a pickled state dict, which crossfuse never unpickles (loading a pickle "
+                f"can run any code); {candidate} has no {WEIGHTS}. Fix: in an environment you trust, load it and "
+                f"write {WEIGHTS} with safetensors.torch.save_file (and {CONFIG} with MultimodalModel.save_pretrained)")
     raise ModelNotAvailableError(
         f"{str(path)!r} is not a saved crossfuse model: expected {CONFIG} and {WEIGHTS} in it or in its model/ "
         "subfolder (a run folder written by train.py, or a directory written by save_pretrained)")
+
+
+def unreadable(path: str | Path, err: Exception) -> ModelNotAvailableError:
+    """The error for a safetensors file that cannot be read: a pickle under that name, a truncated copy, ..."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        head = b""
+    if head[:2] == b"PK" or head[:1] == b"\x80":  # torch.save writes a zip archive (new) or a raw pickle (old)
+        what = "is a pickle (torch.save) named .safetensors, which crossfuse never unpickles"
+        fix = "re-save the model with save_pretrained (or safetensors.torch.save_file) where you trust the pickle"
+    else:
+        what = f"cannot be read as safetensors ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+        fix = "the file is truncated or damaged: copy it again from the run that wrote it, or re-save the model"
+    return ModelNotAvailableError(f"{path} {what}; {fix}")
 
 
 def read_tensors(path: str | Path) -> dict:
@@ -55,10 +91,30 @@ def read_tensors(path: str | Path) -> dict:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError) as err:
-        raise ModelNotAvailableError(
-            f"{path} cannot be read as safetensors ({str(err).splitlines()[0]}): the file is truncated, damaged or "
-            "another format (a pickled .bin renamed .safetensors?); copy it again from the run that wrote it, or "
-            "re-save the model with save_pretrained") from None
+        raise unreadable(path, err) from None
+
+
+def tensor_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """``{name: shape}`` of every tensor of a safetensors file, read from its header (no tensor is loaded)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError) as err:
+        raise unreadable(path, err) from None
+
+
+def read_tensor(path: str | Path, key: str):
+    """One tensor of a safetensors file, opened for this read only (a handle kept open keeps every page it has read
+    mapped and counted as resident, which would bring all N models of a merge back into memory)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.get_tensor(key)
+    except (SafetensorError, OSError) as err:
+        raise unreadable(path, err) from None
 
 
 def read_weights(directory: str | Path) -> dict:

@@ -181,3 +181,63 @@ def test_multi_teacher_distillation_trains(variants, tmp_path):
     with pytest.raises(FileNotFoundError, match="teacher"):
         train.main(tiny_overrides(tmp_path, "s2", **{"train.max_steps": 1, "train.task": "multi_teacher_distill",
                                                      "train.task_params": "{teachers: [nowhere]}"}))
+
+
+def _mean_entropy(path, tiny_run) -> float:
+    from merging.adamerging import prediction_entropy
+    from merging.scoring import split_loader
+
+    net = MultimodalModel.from_pretrained(path).eval()
+    with torch.no_grad():
+        values = [prediction_entropy(net(b)["logits"]) for b in split_loader(tiny_run, "train", train=True)]
+    return float(torch.stack(values).mean())
+
+
+def test_regmean_merge_from_data(variants, tmp_path):
+    merge.main(["method=regmean", f"models=[{variants[0]},{variants[1]}]", "activations.samples=24",
+                f"output={tmp_path / 'rm'}"])
+    state = load_file(str(tmp_path / "rm/model/model.safetensors"))
+    a, b = (load_file(str(v / "model/model.safetensors")) for v in variants[:2])
+    k = next(k for k in state if k.startswith("head.") and k.endswith("weight"))
+    assert not torch.allclose(state[k], (a[k] + b[k]) / 2, atol=1e-4)  # a linear weight: the closed form
+    bias = k.removesuffix("weight") + "bias"
+    torch.testing.assert_close(state[bias], (a[bias] + b[bias]) / 2)  # anything else: the mean
+    MultimodalModel.from_pretrained(tmp_path / "rm")
+
+
+def test_adamerging_lowers_entropy_against_its_starting_coefficients(variants, tiny_run, tmp_path):
+    models = f"models=[{variants[0]},{variants[1]}]"
+    summary = merge.main(["method=adamerging", models, f"base={tiny_run}", "adamerging.steps=8",
+                          "adamerging.lr=0.05", f"output={tmp_path / 'ada'}"])
+    start = merge.main(["method=task_arithmetic", models, f"base={tiny_run}", "params.scale=0.3",  # lambda = init
+                        f"output={tmp_path / 'start'}"])
+    assert start["method"] == "task_arithmetic" and len(summary["entropy"]) == 2
+    assert _mean_entropy(tmp_path / "ada", tiny_run) < _mean_entropy(tmp_path / "start", tiny_run) - 1e-3
+    coefficients = summary["coefficients"]
+    assert len(coefficients) > 10 and all(0.0 <= x <= 1.0 for v in coefficients.values() for x in v)  # layer-wise
+    assert any(abs(x - 0.3) > 1e-3 for v in coefficients.values() for x in v)
+
+
+def test_adamerging_with_heads_reads_each_example_with_its_own_models_head(variants, tiny_run):
+    from merging.adamerging import AdaMergingTask, prediction_entropy
+    from merging.scoring import split_loader
+
+    task = AdaMergingTask([str(v) for v in variants[:2]], str(tiny_run), granularity="task", heads=True)
+    net = MultimodalModel.from_pretrained(tiny_run)
+    task.setup(net)
+    assert not any(n.startswith("head.") for n in task.names)  # heads are not merged
+    batch = next(iter(split_loader(tiny_run, "train", train=True)))
+    batch["lang"] = torch.arange(batch["labels"].shape[0]) % 2  # examples of model 0 and of model 1
+    loss = task(net, batch)["loss"]
+    merged = {k: v for k, v in task.merged(task.extras["coefficients"]()).items()}
+    expected = 0.0
+    for k, variant in enumerate(variants[:2]):
+        own = MultimodalModel.from_pretrained(variant).eval()
+        own.load_state_dict(merged, strict=False)  # merged towers and fusion, model k's head
+        rows = batch["lang"] == k
+        with torch.no_grad():
+            logits = own(batch)["logits"][rows]
+        expected += prediction_entropy(logits) * rows.sum() / rows.numel()
+    torch.testing.assert_close(loss.detach(), expected)
+    loss.backward()  # the coefficients learn from it
+    assert task.extras["coefficients"].value.grad.abs().sum() > 0

@@ -22,6 +22,8 @@ TASK_SETUPS = {
     "crossmodal_distill": lambda runs: ({"teacher": str(runs["clip"])}, "i2t_r@1"),
     "multi_teacher_distill": lambda runs: ({"teachers": [str(runs["tiny"]), str(runs["tiny"])]}, "accuracy"),
     "multilingual_distill": lambda runs: ({"teacher": str(runs["tiny"])}, "accuracy"),
+    "adamerging": lambda runs: ({"models": [str(runs["tiny"]), str(runs["tiny"])], "base": str(runs["tiny"])},
+                                "accuracy"),
 }
 STEPS = {"train.max_steps": 4, "train.save_every": 2, "train.eval_every": 2, "eval.modality_ablation": "false",
          "run.seed": 3}

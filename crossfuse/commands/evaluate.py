@@ -12,7 +12,7 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
-import merging  # noqa: F401  (registers its tasks: the run's task evaluates it)
+import merging.tasks  # noqa: F401  (registers its tasks: the run's task evaluates it)
 import transfer  # noqa: F401
 from crossfuse.cli import flags_as_overrides
 from deploy import load_for_inference, resolve_folder

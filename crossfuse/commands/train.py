@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-import merging  # noqa: F401  (registers multi_teacher_distill)
+import merging.tasks  # noqa: F401  (registers multi_teacher_distill)
 import transfer  # noqa: F401  (registers contrastive, distill, crossmodal_distill)
 from crossfuse.cli import flags_as_overrides, split_config_and_overrides
 from engine.config import ConfigError, load_config

@@ -1,0 +1,151 @@
+"""Side by side with mergekit on the same tensors: where our merge primitives agree, and why they differ where not.
+
+mergekit is not a dependency: it runs in its own virtualenv (``--mergekit-python``, e.g. one made with
+``python -m venv /work/venv-mergekit && /work/venv-mergekit/bin/pip install mergekit``), in a subprocess that reads
+the tensors this script saves and writes mergekit's results back, so the two never share an interpreter.
+Compared (mergekit's functions called directly, on a 64x256 float32 task vector and pairs of them):
+
+* TIES trimming: our ``ties.trim`` against mergekit's ``sparsify.magnitude`` (the kept count: ``round`` vs ``int``);
+* TIES sign election with zero sums: ours elects no sign (nothing kept), mergekit's ``get_mask`` elects ``+``;
+* Breadcrumbs: our ``breadcrumb_mask`` against ``sparsify.magnitude_outliers``;
+* DARE / DELLA rescaling: ours divides survivors by their keep probability (the papers' unbiased rescaling),
+  mergekit matches the L1 norm of the vector (``RescaleNorm.l1``); DELLA's keep probabilities: ours span
+  ``epsilon`` around ``density`` over the whole tensor, mergekit's span ``2 * epsilon`` within each row;
+* SLERP: ours interpolates the whole flattened tensor, mergekit's (0.1.5) each row, with its own colinearity
+  threshold (``dot > 0.9995``, ours ``|cos| > 1 - 1e-4``).
+
+Run: ``python benchmarks/mergekit_compare.py --mergekit-python /work/venv-mergekit/bin/python`` (a few seconds;
+writes docs/merging.md). Wall time and peak memory of both tools on whole models (N = 2, 4, 8) are not measured
+here yet: mergekit merges HuggingFace model folders, which our models are not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+from _doc import machine_line, markdown_table, write_section  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
+
+from merging.methods.breadcrumbs import breadcrumb_mask  # noqa: E402
+from merging.methods.della import keep_probabilities  # noqa: E402
+from merging.methods.slerp import slerp  # noqa: E402
+from merging.methods.ties import ties, trim  # noqa: E402
+
+# Run by mergekit's interpreter: reads inputs.safetensors, writes mergekit.safetensors and mergekit.json.
+MERGEKIT_SIDE = r"""
+import json, sys
+import torch
+from safetensors.torch import load_file, save_file
+import mergekit
+from mergekit.sparsify import RescaleNorm, bernoulli, della_magprune, magnitude, magnitude_outliers
+from mergekit.merge_methods.generalized_task_arithmetic import get_mask
+from mergekit.merge_methods.slerp import slerp
+folder = sys.argv[1]
+x = load_file(folder + "/inputs.safetensors")
+d, a, b = x["delta"], x["a"], x["b"]
+out = {
+    "trim": magnitude(d, density=0.2),
+    "trim_odd": magnitude(x["odd"], density=0.5),
+    "breadcrumbs": magnitude_outliers(d, density=0.1, gamma=0.01),
+    "sign_mask": get_mask(torch.stack([x["zero_a"], x["zero_b"]]), method="sum").float(),
+    "slerp": slerp(torch.tensor(0.3), a, b),
+    "slerp_near": slerp(torch.tensor(0.3), a, a * 1.0001 + 1e-3 * b),
+}
+torch.manual_seed(0)
+out["dare_l1"] = bernoulli(d, density=0.5, rescale_norm=RescaleNorm.l1)
+out["della_l1"] = della_magprune(d, density=0.6, epsilon=0.1, rescale_norm=RescaleNorm.l1)
+means = torch.stack([della_magprune(d, density=0.6, epsilon=0.1) for _ in range(2000)])
+out["della_keep"] = (means != 0).float().mean(0)  # mergekit's empirical keep probability per entry
+save_file({k: v.contiguous().float() for k, v in out.items()}, folder + "/mergekit.safetensors")
+from importlib.metadata import version
+json.dump({"version": version("mergekit")}, open(folder + "/mergekit.json", "w"))
+"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mergekit-python", required=True, help="python of a virtualenv with mergekit installed")
+    parser.add_argument("--no-doc", action="store_true")
+    args = parser.parse_args(argv)
+    stamp = machine_line()
+    gen = torch.Generator().manual_seed(0)
+    delta = torch.randn(64, 256, generator=gen)
+    a, b = torch.randn(64, 256, generator=gen), torch.randn(64, 256, generator=gen)
+    odd = torch.randn(7, generator=gen)  # density * n = 3.5: the two rounding conventions differ
+    zero_a, zero_b = torch.tensor([2.0, -1.0, 1.0]), torch.tensor([-2.0, -1.0, 1.0])  # sum 0, -2, 2
+    with tempfile.TemporaryDirectory() as tmp:
+        save_file({"delta": delta, "a": a, "b": b, "odd": odd, "zero_a": zero_a, "zero_b": zero_b},
+                  f"{tmp}/inputs.safetensors")
+        run = subprocess.run([args.mergekit_python, "-c", MERGEKIT_SIDE, tmp], capture_output=True, text=True)
+        if run.returncode != 0:
+            raise SystemExit(f"mergekit side failed:\n{run.stderr[-3000:]}")
+        theirs = load_file(f"{tmp}/mergekit.safetensors")
+        version = json.loads(Path(f"{tmp}/mergekit.json").read_text())["version"]
+
+    rows = []
+
+    def kept(x):
+        return int((x != 0).sum())
+
+    mine = trim(delta, 0.2)
+    rows.append(["TIES trim, density 0.2 of 16384", f"{kept(mine)} kept", f"{kept(theirs['trim'])} kept",
+                 f"{int(((mine != 0) & (theirs['trim'] != 0)).sum())} entries in common",
+                 "ours rounds density x n (3276.8 -> 3277), mergekit truncates (3276); the top ones are the same"])
+    rows.append(["TIES trim, density 0.5 of 7", f"{kept(trim(odd, 0.5))} kept", f"{kept(theirs['trim_odd'])} kept",
+                 "", "ours rounds density x n (4), mergekit truncates (3)"])
+    ours_ties = ties([zero_a, zero_b], torch.zeros(3), density=1.0)
+    rows.append(["TIES elect, entry whose deltas sum to 0 (+2, -2)", f"merged {ours_ties[0].item():+.1f}",
+                 f"mask keeps {int(theirs['sign_mask'][:, 0].sum())} of 2 (elects +)", "",
+                 "zero-sum sign: ours elects none (sign 0), mergekit elects +; other entries agree"])
+    mask = breadcrumb_mask(delta, 0.1, 0.01)
+    rows.append(["Breadcrumbs, density 0.1, gamma 0.01", f"{kept(mask)} kept", f"{kept(theirs['breadcrumbs'])} kept",
+                 f"{int((mask & (theirs['breadcrumbs'] != 0)).sum())} entries in common",
+                 "ours round(), mergekit int(); both drop the top gamma and the bottom tail"])
+    l1_ratio = float(theirs["dare_l1"].abs().sum() / delta.abs().sum())
+    nz = theirs["dare_l1"] != 0
+    scale = float((theirs["dare_l1"][nz] / delta[nz]).mean())
+    rows.append(["DARE rescaling, p 0.5", "survivors x 1/(1-p) = 2.000", f"survivors x {scale:.3f}",
+                 f"mergekit L1 after / before = {l1_ratio:.3f}",
+                 "ours: unbiased per entry (the paper); mergekit: L1 norm of the vector kept"])
+    probs = keep_probabilities(delta, 0.6, 0.1)
+    emp = theirs["della_keep"]
+    order = delta.abs().argsort(dim=1)  # within each row, smallest magnitude first
+    low, high = emp.gather(1, order[:, :1]).mean(), emp.gather(1, order[:, -1:]).mean()  # 64 rows x 2000 draws each
+    rows.append(["DELLA keep probabilities, density 0.6, epsilon 0.1",
+                 f"{probs.min():.3f} to {probs.max():.3f}, whole tensor",
+                 f"{low:.3f} (smallest of each row) to {high:.3f} (largest), empirical over 2000 draws", "",
+                 "ours span epsilon (the paper's window; 0.55-0.65), mergekit density +/- epsilon (0.5-0.7) "
+                 "within each row"])
+    ours_slerp = slerp([a, b], t=0.3)
+    rows.append(["SLERP t 0.3 of 64x256 tensors", "one angle for the tensor", "one angle per row",
+                 f"max |difference| {float((ours_slerp - theirs['slerp']).abs().max()):.4f}",
+                 "mergekit 0.1.5 interpolates each output row on its own"])
+    near = float((slerp([a, a * 1.0001 + 1e-3 * b], t=0.3) - theirs["slerp_near"]).abs().max())
+    rows.append(["SLERP nearly colinear (cos 0.99999)", "linear fallback (|cos| > 1 - 1e-4)",
+                 "linear fallback (dot > 0.9995)", f"max |difference| {near:.2e}",
+                 "both fall back; thresholds differ between cos 0.9995 and 0.9999"])
+    text = "\n".join([
+        "### Side by side with mergekit (measured)", "",
+        f"{stamp} mergekit {version} in its own virtualenv. Command: `python benchmarks/mergekit_compare.py "
+        "--mergekit-python /work/venv-mergekit/bin/python`. Same tensors (seeded) through both, mergekit's "
+        "functions called directly.", "",
+        markdown_table(["primitive", "crossfuse", "mergekit", "comparison", "why"], rows), "",
+        "Not measured yet: wall time and peak memory of whole-model merges with N = 2, 4, 8 inputs in both tools "
+        "(mergekit reads HuggingFace model folders; ours `benchmarks/merging_memory.py` measures alone).",
+    ])
+    if not args.no_doc:
+        write_section("merging.md", "mergekit_compare", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
