@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from _doc import DOCS
+from _doc import DOCS, write_section
 
 from engine.plots import _figure
 
@@ -203,6 +203,10 @@ def quickstart_figures(run: Path) -> list[Path]:
         source = run / "plots" / f"{stem}.png"
         if source.is_file():
             copied.append(Path(shutil.copyfile(source, FIGURES / f"quickstart_{stem}.png")))
+    images = "\n".join(f"![{p.stem[len('quickstart_'):].replace('_', ' ')}](figures/{p.name})" for p in copied)
+    how = (f"The quickstart run's test split: `python train.py configs/experiments/quickstart.yaml` then `{COMMAND} "
+           "--quickstart runs/quickstart` (which runs `evaluate.py runs/quickstart --plots`).")
+    write_section("sweeps.md", "quickstart-figures", f"{images}\n\n*{how}*")
     return copied
 
 
