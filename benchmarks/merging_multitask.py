@@ -215,7 +215,8 @@ def write_doc(args, rows, notes, total, t_train, stamp) -> None:
     text = "\n".join([
         "### Multi-task merging of multimodal models (measured)", "",
         f"{stamp} `{cmd}`: total {total / 60:.1f} min wall time, of which training {t_train / 60:.1f} min"
-        + (f" ({len(REUSED)} trained runs reused from an earlier invocation of the same command, not retrained)"
+        + (f" ({len(REUSED)} trained runs reused from an earlier invocation with the same training settings, "
+           "not retrained)"
            if REUSED else "") + " "
         f"(base {args.base_steps} steps on easy; per seed 4 fine-tunes of {args.ft_steps} steps and a joint model "
         f"of {args.joint_steps} steps; {args.n_train} train / {args.n_val} val / {args.n_test} test examples per "

@@ -191,7 +191,7 @@ def learn_coefficients(models: list[str], base: str, settings: Any, policies: di
         f"optim.lr={settings.lr}", "optim.weight_decay=0.0", "optim.warmup_ratio=0.0",
         "optim.clip_grad=0.0", f"data.train_split={settings.split}", "data.eval_split=''", "data.test_split=null",
         "train.init_from=null", "train.weight_averaging.name=none", f"run.output_dir={work}", "run.name=adamerging",
-        "run.tracker=none", "run.progress_bar=false", "run.overwrite=false",
+        "run.tracker=none", "run.progress_bar=false", "run.overwrite=false", "run.log_every=1",
         *([f"train.batch_size={settings.batch_size}"] if settings.batch_size else []), *overrides])
     trainer = Trainer(cfg)
     trainer.fit()
