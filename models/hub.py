@@ -162,6 +162,7 @@ def push_to_hub(path: str | Path, repo_id: str, *, private: bool = False, revisi
     import json
 
     from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
     if not is_hub_id(repo_id):
         raise ValueError(f"{repo_id!r} is not a Hub repo id: expected org/name (or user/name)")
@@ -179,11 +180,9 @@ def push_to_hub(path: str | Path, repo_id: str, *, private: bool = False, revisi
     ops = [CommitOperationAdd(CARD, str(card).encode("utf-8"))]
     ops += [CommitOperationAdd(file.relative_to(directory).as_posix(), str(file))
             for file in sorted(directory.rglob("*"))
-            if file.is_file() and file.name != CARD and not file.name.startswith(".tmp-")]
+            if file.is_file() and file.relative_to(directory).as_posix() != CARD and not file.name.startswith(".tmp-")]
     if run is not None:
         ops += [CommitOperationAdd(f"run/{name}", str(run / name)) for name in RUN_FILES if (run / name).is_file()]
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
@@ -195,8 +194,8 @@ def push_to_hub(path: str | Path, repo_id: str, *, private: bool = False, revisi
         raise HubError(f"cannot upload {directory} to {repo_id!r}: HF_HUB_OFFLINE=1 is set; unset it to push") from err
     except HfHubHTTPError as err:
         status = getattr(err.response, "status_code", None)
-        raise HubError(
-            f"uploading {directory} to {repo_id!r} failed (HTTP {status}): {str(err).splitlines()[0]}. Fix: log in "
-            f"with `hf auth login` (or set HF_TOKEN) as an account with write access to {repo_id.split('/')[0]!r}"
-        ) from err
+        fix = (f"Fix: log in with `hf auth login` (or set HF_TOKEN) as an account with write access to "
+               f"{repo_id.split('/')[0]!r}" if status in (401, 403) else "Check the repo id and try again")
+        raise HubError(f"uploading {directory} to {repo_id!r} failed (HTTP {status}): "
+                       f"{str(err).splitlines()[0]}. {fix}") from err
     return info.commit_url
