@@ -288,7 +288,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1 / 5 / 15 min).", "", f"Command: `{command.strip()}`", ""]
     image = figure(all_results, DOCS / "figures" / "deployment.png")
     (DOCS / "figures" / "deployment.json").write_text(json.dumps(all_results, indent=1))
-    text = "\n".join([*head, f"![size, speed-up and accuracy of every variant]({image.relative_to(DOCS).as_posix()})", "", *sections])
+    link = f"![size, speed-up and accuracy of every variant]({image.relative_to(DOCS).as_posix()})"
+    text = "\n".join([*head, link, "", *sections])
     write_section("deployment.md", "benchmark-deployment", text, title="Deployment")
     if profile:
         write_section("deployment.md", "profile-deployment", "\n".join([*head, profile]), title="Deployment")
