@@ -9,9 +9,11 @@ method is credited with what it makes the towers learn within the budget.
 
 Each run is ``train.py`` on that config with ``model.fusion.name=<method>``; its ``metrics.json`` is kept under
 ``--out`` and reused by later invocations (``--fresh`` retrains). Reported: test accuracy and macro-F1 of the
-checkpoint with the best validation accuracy (evaluated at the end of every epoch and at the last step), the same
+checkpoint with the best validation accuracy (evaluated 6 times per run, the learning curves' points), the same
 accuracy with the image and with the text marked absent, trainable parameters of the whole model, and training
-samples/s of the whole loop (data loading included). Writes ``docs/fusion_zoo.md`` (section ``zoo_end_to_end``).
+samples/s of the whole loop (data loading included). Writes ``docs/fusion_zoo.md`` (section ``zoo_end_to_end``)
+and every run's training-loss and validation-accuracy curve to ``docs/figures/fusion_zoo_end_to_end.json``
+(drawn by ``benchmarks/plots.py``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from fusion import list_fusions  # noqa: E402
 
 BASELINES = ("text_only", "image_only")
 CONFIG = ROOT / "configs" / "experiments" / "zoo_towers.yaml"
+CURVE_EVALS = 6  # validation evaluations per run: the learning curves' points (and the checkpoint choice)
+CURVES = ROOT / "docs" / "figures" / "fusion_zoo_end_to_end.json"
 # A run whose test accuracy is above this has left the chance plateau (500 test examples: chance is 50 +- 2.2).
 LEFT_CHANCE = 0.6
 
@@ -50,7 +54,8 @@ def run_one(method: str, seed: int, steps: int, dim: int, out: Path, fresh: bool
     t0 = time.perf_counter()
     train.main([str(CONFIG), f"run.output_dir={run.parent}", f"run.name={name}", "run.overwrite=true",
                 f"run.seed={seed}", f"model.fusion.name={method}", f"model.fusion.dim={dim}",
-                f"train.max_steps={steps}", "eval.modality_ablation=true", f"run.log_every={max(1, steps // 10)}"])
+                f"train.max_steps={steps}", "eval.modality_ablation=true", f"run.log_every={max(1, steps // 30)}",
+                f"train.eval_every={max(1, steps // CURVE_EVALS)}"])
     wall = time.perf_counter() - t0
     test = json.loads((run / "metrics.json").read_text())["results"]["test"]
     speeds = logged(run, "train/samples_per_s", skip_first=True)
@@ -59,13 +64,27 @@ def run_one(method: str, seed: int, steps: int, dim: int, out: Path, fresh: bool
               "accuracy": test["overall"]["accuracy"], "macro_f1": test["overall"]["macro_f1"],
               **ablation_accuracy(test, model.modalities),
               "params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-              "train_samples_per_s": statistics.median(speeds) if speeds else float("nan")}
+              "train_samples_per_s": statistics.median(speeds) if speeds else float("nan"),
+              "curve": learning_curve(run)}
     summary.write_text(json.dumps(result, indent=1))
     ablations = ", ".join(f"{k.replace('_', ' ')} {result[k]:.3f}" for k in ("no_image", "no_text")
                           if result[k] is not None)
     print(f"[end-to-end] {name:24s} acc {result['accuracy']:.3f} ({ablations}) "
           f"{result['train_samples_per_s']:.0f} samples/s, {wall:.0f} s", flush=True)
     return result
+
+
+def learning_curve(run: Path) -> dict[str, list[list[float]]]:
+    """The run's training loss and validation accuracy as ``[[step, value], ...]``, from its ``log.jsonl``."""
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+    curve = {}
+    for key in ("train/loss", "val/accuracy"):
+        points = {}
+        for r in rows:  # the first value per step: the final evaluation logs the last step's again
+            if key in r:
+                points.setdefault(r["step"], r[key])
+        curve[key] = [[step, value] for step, value in points.items()]
+    return curve
 
 
 def ablation_accuracy(test: dict, modalities: tuple[str, ...]) -> dict[str, float | None]:
@@ -128,9 +147,14 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
             f"benchmarks/fusion_zoo_end_to_end.py --steps {args.steps} --dim {args.dim} --seeds "
             f"{' '.join(map(str, args.seeds))}`; each run took {wall_range(results)} of wall time here. "
             f"{args.steps} steps x batch 64 per run on the easy variant (8000 English training examples), fusion "
-            f"width {args.dim}; mean ± std over the seeds; 500 test examples (chance 50%).\n\n" + table(results))
+            f"width {args.dim}; validation every {max(1, args.steps // CURVE_EVALS)} steps; mean ± std over the seeds; "
+            f"500 test examples (chance 50%).\n\n" + table(results))
     if not args.no_doc:
         write_section("fusion_zoo.md", "zoo_end_to_end", text, title="The fusion zoo")
+        # The learning curves behind benchmarks/plots.py's figure (the table keeps only each run's end point).
+        CURVES.parent.mkdir(parents=True, exist_ok=True)
+        CURVES.write_text(json.dumps({"steps": args.steps, "dim": args.dim, "runs": {
+            m: [{"seed": r["seed"], **r["curve"]} for r in runs if "curve" in r] for m, runs in results.items()}}))
     print(text, flush=True)
     return results
 

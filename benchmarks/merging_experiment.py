@@ -2,7 +2,8 @@
 
 A base is trained briefly on English; from it, one model is fine-tuned per language (different seeds, one with a
 doubled learning rate), plus a joint all-language fine-tune as a reference. The language models are merged with
-uniform soup, greedy soup, task arithmetic, TIES and DARE (lambda chosen on the validation split), and by
+uniform soup, greedy soup, task arithmetic, TIES and DARE (lambda chosen on the validation split from 0.1-1.0; every
+lambda's validation and test accuracy go to docs/figures/merging_lambda.json for the interpolation figure), and by
 multi-teacher distillation starting from the uniform soup. Every model is scored on the test split, overall and
 per language; the table goes to docs/merging.md.
 
@@ -14,6 +15,7 @@ Run: ``OMP_NUM_THREADS=1 python benchmarks/merging_experiment.py`` (21 minutes w
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import time
@@ -34,7 +36,8 @@ from models import MultimodalModel, load_state  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 LANGS = ["de", "en", "es", "fr", "ru"]
-LAMBDAS = (0.3, 0.6, 1.0)  # the task-arithmetic / TIES / DARE scale grid, chosen on validation
+LAMBDAS = tuple(round(0.1 * i, 1) for i in range(1, 11))  # task arithmetic / TIES / DARE scales, chosen on val
+CURVES = ROOT / "docs" / "figures" / "merging_lambda.json"  # every scale's val/test accuracy, for plots.py
 
 
 def common(args) -> list[str]:
@@ -96,11 +99,12 @@ def main(argv: list[str] | None = None) -> None:
     t_train = time.perf_counter() - t0
     members = list(fine.values())
     scorer = held_out_scorer(base, "val")  # the base run validates on every language
+    test_scorer = held_out_scorer(base, "test")  # only for the lambda curves: the choice is made on val
     probe = MultimodalModel.from_pretrained(base)
 
-    def val_score(state) -> float:
+    def val_test_score(state) -> tuple[float, float]:
         load_state(probe, state)
-        return scorer(probe)
+        return scorer(probe), test_scorer(probe)
 
     merged: dict[str, tuple[Path, str]] = {}
     state = merge_checkpoints(members, "linear")
@@ -111,13 +115,17 @@ def main(argv: list[str] | None = None) -> None:
                                          overwrite=True),
                              f"{len(soup.chosen)} of {len(members)} models")
     grids = {"task_arithmetic": {}, "ties": {"density": 0.2}, "dare": {"p": 0.5, "seed": 0}}
+    curves = {"base": val_test_score(load_file(str(base / "model" / "model.safetensors"))),
+              "uniform soup": val_test_score(state), "scales": {}}
     for method, params in grids.items():
-        best = None
+        best, curve = None, []
         for lam in LAMBDAS:
             st = merge_checkpoints(members, method, base=base, params={**params, "scale": lam})
-            score = val_score(st)
+            score, test = val_test_score(st)
+            curve.append([lam, score, test])
             if best is None or score > best[0]:
                 best = (score, lam, st)
+        curves["scales"][method.replace("_", " ")] = curve
         path = save_merged(best[2], base, out / f"m_{method}", {"method": method, "params": {**params,
                                                                                              "scale": best[1]}},
                            overwrite=True)
@@ -157,6 +165,8 @@ def main(argv: list[str] | None = None) -> None:
             best_single, *max((scores[k]["all"], k) for k in merged)),
     ])
     write_section("merging.md", "merging_experiment", text, title="Merging")
+    CURVES.parent.mkdir(parents=True, exist_ok=True)
+    CURVES.write_text(json.dumps({"columns": ["lambda", "val accuracy", "test accuracy"], **curves}))
     print(text)
 
 

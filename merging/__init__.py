@@ -24,10 +24,10 @@ from .registry import get_merge_method, list_merge_methods, register_merge_metho
 
 if TYPE_CHECKING:
     from .fisher_estimation import estimate_fisher, save_fisher
-    from .greedy_soup import SoupResult, greedy_soup
+    from .soup import SoupResult, greedy_soup
 
-_LAZY = {"estimate_fisher": "fisher_estimation", "save_fisher": "fisher_estimation", "SoupResult": "greedy_soup",
-         "greedy_soup": "greedy_soup"}
+_LAZY = {"estimate_fisher": "fisher_estimation", "save_fisher": "fisher_estimation", "SoupResult": "soup",
+         "greedy_soup": "soup"}
 
 
 def __getattr__(name: str):

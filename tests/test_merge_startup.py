@@ -37,3 +37,29 @@ def test_weight_merge_does_not_import_the_training_stack(tiny_run, tmp_path):
             argv.append(f"base={a}")
         assert _imports_after_merge(argv) == []
         assert (tmp_path / method / "model" / "model.safetensors").is_file()
+
+
+LAZY_SCRIPT = """
+import importlib, inspect, sys
+package = importlib.import_module(sys.argv[1])
+wrong = []
+for name in sorted(package._LAZY):
+    exec(f"from {sys.argv[1]} import {name} as first")
+    for value in (first, getattr(package, name)):  # both ways of reaching it, the second after the import
+        if inspect.ismodule(value):
+            wrong.append(name)
+print("MODULES", sorted(set(wrong)))
+"""
+
+
+def test_lazy_exports_are_the_objects_not_their_modules():
+    # A lazily exported name that equals its module's name (merging.greedy_soup) was shadowed by the submodule
+    # the first import put on the package: `from merging import greedy_soup` gave a module, not the function.
+    root = Path(__file__).resolve().parent.parent
+    for package in ("merging", "models"):
+        out = subprocess.run([sys.executable, "-c", LAZY_SCRIPT, package], capture_output=True, text=True, cwd=root,
+                             env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"},
+                             timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        line = next(x for x in out.stdout.splitlines() if x.startswith("MODULES"))
+        assert ast.literal_eval(line[len("MODULES "):]) == [], f"{package}: lazy names resolving to modules"

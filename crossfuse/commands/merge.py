@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> dict:
     reference = cfg.base or models[0]
     summary: dict = {"method": cfg.method, "output": str(cfg.output)}
     if cfg.method == "greedy_soup":
-        from merging.greedy_soup import greedy_soup
         from merging.scoring import held_out_scorer
+        from merging.soup import greedy_soup
 
         soup = greedy_soup(models, held_out_scorer(models[0], cfg.greedy.split, cfg.greedy.metric))
         recipe["result"] = {"chosen": soup.chosen, "scores": soup.scores, "history": soup.history,
