@@ -14,18 +14,28 @@ Compared (mergekit's functions called directly, on a 64x256 float32 task vector 
 * SLERP: ours interpolates the whole flattened tensor, mergekit's (0.1.5) each row, with its own colinearity
   threshold (``dot > 0.9995``, ours ``|cos| > 1 - 1e-4``).
 
-Run: ``python benchmarks/mergekit_compare.py --mergekit-python /work/venv-mergekit/bin/python`` (a few seconds;
-writes docs/merging.md). Wall time and peak memory of both tools on whole models (N = 2, 4, 8) are not measured
-here yet: mergekit merges HuggingFace model folders, which our models are not.
+Then whole models, each tool through its own command line: N = 2, 4, 8 RoBERTa-base-shaped checkpoints (125M
+parameters, 499 MB in float32; random weights, the maths does not care) saved as folders that both read
+(``config.json`` + ``model.safetensors`` for mergekit, plus ``crossfuse.json`` for us), merged by ``python merge.py``
+and by ``mergekit-yaml`` with linear averaging and with TIES (density 0.2, one more checkpoint as the base). Each
+merge runs in a fresh process; reported: wall time, the process's peak resident memory (``ru_maxrss`` from
+``wait4``; it counts the interpreter and library imports too, which the ``N = 0`` line of each tool is not, so
+compare growth), and the largest difference between the two outputs.
+
+Run: ``python benchmarks/mergekit_compare.py --mergekit-python /work/venv-mergekit/bin/python`` (writes two
+sections of docs/merging.md; the primitives take seconds, the whole models a few minutes and 4 GB of disk under
+``--workdir``). ``--no-scaling`` skips the whole models.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -71,10 +81,114 @@ json.dump({"version": version("mergekit")}, open(folder + "/mergekit.json", "w")
 """
 
 
+ROOT = Path(__file__).resolve().parent.parent
+ROBERTA_BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072}
+
+
+def roberta_folders(root: Path, n: int, shape: dict) -> list[Path]:
+    """``n + 1`` checkpoints of one RoBERTa shape (the last is the base): base + small noise each, in folders that
+    mergekit (``config.json``) and crossfuse (``crossfuse.json``) both read.
+
+    RoBERTa, not BERT: mergekit 0.1.5 fails on its own BERT definition (``plan.py`` adds a tuple of aliases to a
+    list); tensors are named as its RoBERTa definition expects (``roberta.`` prefix, ``pooler.`` without)."""
+    from transformers import RobertaConfig, RobertaModel
+
+    config = RobertaConfig(**shape, architectures=["RobertaModel"])
+    torch.manual_seed(0)
+    base = {(k if k.startswith("pooler.") else f"roberta.{k}"): v.contiguous()
+            for k, v in RobertaModel(config).state_dict().items()}
+    folders = []
+    for i in range(n + 1):
+        folder = root / (f"m{i}" if i < n else "base")
+        folder.mkdir(parents=True, exist_ok=True)
+        if not (folder / "model.safetensors").is_file():
+            gen = torch.Generator().manual_seed(i + 1)
+            state = base if i == n else {k: v + 0.01 * torch.randn(v.shape, generator=gen) for k, v in base.items()}
+            save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+            config.to_json_file(str(folder / "config.json"))
+            (folder / "crossfuse.json").write_text(json.dumps({"label_names": ["a", "b"], "multi_label": False}))
+        folders.append(folder)
+    return folders
+
+
+def timed(cmd: list[str], cwd: Path | None = None) -> tuple[float, float]:
+    """Run ``cmd`` in a fresh process: (wall seconds, peak RSS in GB of that process alone)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{output[-3000:]}")
+    return wall, usage.ru_maxrss / 2**20  # KiB -> GiB
+
+
+def mergekit_recipe(method: str, models: list[Path], base: Path) -> str:
+    if method == "linear":
+        lines = ["merge_method: linear", "dtype: float32", "models:"]
+        lines += [f"  - model: {m}\n    parameters: {{weight: 1.0}}" for m in models]
+    else:  # TIES as in the paper: trim to density, elect signs, disjoint mean, scale 1
+        lines = ["merge_method: ties", "dtype: float32", f"base_model: {base}", "parameters: {normalize: true}",
+                 "models:"]
+        lines += [f"  - model: {m}\n    parameters: {{weight: 1.0, density: 0.2}}" for m in models]
+    return "\n".join(lines) + "\n"
+
+
+def max_difference(ours: Path, theirs: Path) -> float:
+    """Largest absolute difference between the two merged models; every tensor must be in both."""
+    from safetensors import safe_open
+
+    worst, seen = 0.0, set()
+    with safe_open(str(ours / "model" / "model.safetensors"), "pt") as mine:
+        for f in sorted(theirs.glob("*.safetensors")):
+            with safe_open(str(f), "pt") as other:
+                for key in other.keys():
+                    worst = max(worst, float((mine.get_tensor(key) - other.get_tensor(key)).abs().max()))
+                    seen.add(key)
+        if seen != set(mine.keys()):
+            raise SystemExit(f"mergekit's output in {theirs} holds {len(seen)} of our {len(set(mine.keys()))} "
+                             f"tensors; missing e.g. {sorted(set(mine.keys()) - seen)[:3]}")
+    return worst
+
+
+def scaling(mergekit_python: str, workdir: Path, sizes: list[int], shape: dict) -> tuple[str, list[list]]:
+    """Wall time and peak memory of whole-model merges through both command lines, N inputs each."""
+    folders = roberta_folders(workdir / "inputs", max(sizes), shape)
+    model_gb = (folders[0] / "model.safetensors").stat().st_size / 2**30
+    mergekit_yaml = str(Path(mergekit_python).parent / "mergekit-yaml")
+    rows = []
+    # N = 0: each tool's footprint before any tensor (interpreter and imports), the baseline of the peaks below.
+    idle_ours = timed([sys.executable, "-c", "import crossfuse.commands.merge"], cwd=ROOT)
+    idle_theirs = timed([mergekit_python, "-c", "import mergekit.merge, mergekit.options"])
+    rows.append(["imports only", 0, f"{idle_ours[0]:.1f}", f"{idle_theirs[0]:.1f}", "",
+                 f"{idle_ours[1]:.2f}", f"{idle_theirs[1]:.2f}", ""])
+    for method in ("linear", "ties"):
+        for n in sizes:
+            models, base = folders[:n], folders[-1]
+            out_ours, out_theirs = workdir / f"ours_{method}_{n}", workdir / f"mergekit_{method}_{n}"
+            argv = [sys.executable, "merge.py", f"method={method}", f"models=[{','.join(map(str, models))}]",
+                    f"output={out_ours}"] + ([f"base={base}", "params.density=0.2"] if method == "ties" else [])
+            argv.append("--overwrite")
+            ours = timed(argv, cwd=ROOT)
+            recipe = workdir / f"{method}_{n}.yml"
+            recipe.write_text(mergekit_recipe(method, models, base))
+            theirs = timed([mergekit_yaml, str(recipe), str(out_theirs), "--allow-crimes"])
+            diff = max_difference(out_ours, out_theirs)
+            rows.append([method, n, f"{ours[0]:.1f}", f"{theirs[0]:.1f}", f"{ours[0] / theirs[0]:.2f}",
+                         f"{ours[1]:.2f}", f"{theirs[1]:.2f}", f"{diff:.1e}"])
+            print(rows[-1], flush=True)
+    return f"{model_gb:.2f}", rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mergekit-python", required=True, help="python of a virtualenv with mergekit installed")
     parser.add_argument("--no-doc", action="store_true")
+    parser.add_argument("--no-scaling", action="store_true", help="compare the primitives only")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2, 4, 8], help="numbers of inputs merged")
+    parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "bench_mergekit",
+                        help="where the whole-model checkpoints and outputs go (kept for reruns)")
+    parser.add_argument("--tiny", action="store_true", help="a 2-layer 64-wide RoBERTa (a quick check)")
     args = parser.parse_args(argv)
     stamp = machine_line()
     gen = torch.Generator().manual_seed(0)
@@ -139,11 +253,27 @@ def main(argv: list[str] | None = None) -> None:
         "--mergekit-python /work/venv-mergekit/bin/python`. Same tensors (seeded) through both, mergekit's "
         "functions called directly.", "",
         markdown_table(["primitive", "crossfuse", "mergekit", "comparison", "why"], rows), "",
-        "Not measured yet: wall time and peak memory of whole-model merges with N = 2, 4, 8 inputs in both tools "
-        "(mergekit reads HuggingFace model folders; ours `benchmarks/merging_memory.py` measures alone).",
+        "Whole models with N = 2, 4, 8 inputs through both command lines: the next section.",
     ])
     if not args.no_doc:
         write_section("merging.md", "mergekit_compare", text)
+    print(text)
+    if args.no_scaling:
+        return
+    shape = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128} \
+        if args.tiny else ROBERTA_BASE
+    model_gb, rows = scaling(args.mergekit_python, args.workdir, args.sizes, shape)
+    text = "\n".join([
+        "### Whole models: time and memory against mergekit (measured)", "",
+        f"{stamp} mergekit {version}. Command: `python benchmarks/mergekit_compare.py --mergekit-python "
+        f"/work/venv-mergekit/bin/python`. Inputs: RoBERTa-base-shaped float32 checkpoints of {model_gb} GB each "
+        "(TIES: N fine-tunes plus a base); each merge is one fresh `python merge.py ...` / `mergekit-yaml ...` "
+        "process; peak RSS of that process (the interpreter and imports included: see the first line).", "",
+        markdown_table(["method", "N", "crossfuse s", "mergekit s", "time ratio", "crossfuse peak GB",
+                        "mergekit peak GB", "max abs. difference"], rows),
+    ])
+    if not args.no_doc:
+        write_section("merging.md", "mergekit_scaling", text)
     print(text)
 
 

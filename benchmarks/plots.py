@@ -1,7 +1,9 @@
 """Figures from the result tables in docs/: ``python benchmarks/plots.py`` (a few seconds, no training).
 
-The benchmarks write their tables into named sections of the docs (``benchmarks/_doc.py``); this script reads those
-tables back, draws one figure per result (matplotlib), saves it under ``docs/figures/`` and embeds it right after
+The benchmarks write their tables into named sections of the docs (``benchmarks/_doc.py``), and the curves behind
+a table that keeps only end points into ``docs/figures/*.json`` (the zoo's learning curves, the merges' lambda
+sweep); this script reads those back, draws one figure per result (matplotlib), saves it under ``docs/figures/`` and
+embeds it right after
 the section it comes from, in a section of its own (``<!-- figure-NAME:start -->``), so rerunning a benchmark and
 then this script refreshes both the table and its figure. ``--quickstart RUN`` also runs ``evaluate.py RUN
 --plots`` on a quickstart run and copies its confusion matrix, reliability diagram and learning curves into
@@ -11,6 +13,7 @@ docs/figures/.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import textwrap
@@ -165,7 +168,66 @@ def cross_architecture() -> tuple:
     return fig, "transfer.md", "crossarch", "cross_architecture", caption
 
 
-FIGURES_FROM_TABLES: list[Callable[[], tuple]] = [fusion_zoo, crosslingual, merging_languages, cross_architecture]
+def zoo_learning_curves() -> tuple:
+    """Validation accuracy during training of every fusion method trained end to end, per seed."""
+    data = json.loads((FIGURES / "fusion_zoo_end_to_end.json").read_text())
+    runs = {m: r for m, r in data["runs"].items() if r}
+    final = {m: np.mean([seed["val/accuracy"][-1][1] for seed in r]) for m, r in runs.items()}
+    order = sorted(runs, key=lambda m: -final[m])
+    cols = 5
+    rows = -(-len(order) // cols)
+    fig, ax = _figure(7.0, 1.25 * rows + 0.7)
+    fig.delaxes(ax)
+    axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
+    for ax, name in zip(axes, order):
+        curves = [np.array(seed["val/accuracy"]) for seed in runs[name]]
+        for curve in curves:
+            ax.plot(curve[:, 0], 100 * curve[:, 1], color="#4C72B0", lw=0.8, alpha=0.6)
+        steps = curves[0][:, 0]
+        if all(len(c) == len(steps) for c in curves):
+            ax.plot(steps, 100 * np.mean([c[:, 1] for c in curves], axis=0), color="black", lw=1.4)
+        ax.axhline(50, ls="--", color="grey", lw=0.7)
+        ax.set_title(name + (" *" if name in ("text_only", "image_only") else ""), fontsize=8, pad=2)
+        ax.tick_params(labelsize=6)
+        ax.set_ylim(40, 100)
+    for ax in axes[len(order):]:
+        ax.set_visible(False)
+    fig.supxlabel("training step (batch 64)", fontsize=8)
+    fig.supylabel("validation accuracy %", fontsize=8)
+    fig.suptitle(f"End-to-end fusion zoo: learning curves ({data['steps']} steps; blue: each seed, black: mean)",
+                 fontsize=9)
+    caption = ("Validation accuracy of each method during its end-to-end runs (the table above; 500 validation "
+               "examples, chance 50% dashed, * baseline), ordered by final mean accuracy. Curves from "
+               "`docs/figures/fusion_zoo_end_to_end.json`, written by the zoo benchmark.")
+    return fig, "fusion_zoo.md", "zoo_end_to_end", "fusion_zoo_curves", caption
+
+
+def merging_lambda() -> tuple:
+    """Accuracy of task arithmetic, TIES and DARE as their scale lambda goes from 0.1 to 1."""
+    data = json.loads((FIGURES / "merging_lambda.json").read_text())
+    fig, ax = _figure(6.4, 3.4)
+    colours = {"task arithmetic": "#4C72B0", "ties": "#DD8452", "dare": "#55A868"}
+    for method, curve in data["scales"].items():
+        curve = np.array(curve)
+        colour = colours.get(method, None)
+        ax.plot(curve[:, 0], 100 * curve[:, 2], marker="o", ms=3, color=colour, label=f"{method} (test)")
+        ax.plot(curve[:, 0], 100 * curve[:, 1], ls=":", color=colour, label=f"{method} (val)")
+        best = int(np.argmax(curve[:, 1]))  # the scale the benchmark keeps: best on validation
+        ax.scatter([curve[best, 0]], [100 * curve[best, 2]], s=60, facecolors="none", edgecolors=colour, zorder=3)
+    ax.axhline(100 * data["base"][1], color="grey", lw=1, ls="--", label="base (test)")
+    ax.axhline(100 * data["uniform soup"][1], color="black", lw=1, ls="-.", label="uniform soup (test)")
+    ax.set_xlabel("lambda (scale of the merged task vector)")
+    ax.set_ylabel("accuracy %, all languages (chance 50)")
+    ax.set_title("Merging five single-language models: accuracy against lambda", fontsize=9)
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=7, loc="outside right center")
+    caption = ("Test (solid) and validation (dotted) accuracy of each scaled merge of the five single-language "
+               "models; circles: the lambda chosen on validation, the one in the table above. Curves from "
+               "`docs/figures/merging_lambda.json`, written by the merging benchmark.")
+    return fig, "merging.md", "merging_experiment", "merging_lambda", caption
+
+
+FIGURES_FROM_TABLES: list[Callable[[], tuple]] = [fusion_zoo, zoo_learning_curves, crosslingual, merging_languages,
+                                                  merging_lambda, cross_architecture]
 
 
 # ------------------------------------------------------------------------------------------------ embedding

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from crossfuse.cli import flags_as_overrides, split_config_and_overrides
@@ -25,37 +26,36 @@ from merging.recipe import load_recipe
 from merging.registry import check_params, get_merge_method
 
 
-def fisher_files(models: list[str], cfg, tmp: Path) -> list[Path]:
-    """Estimate each model's diagonal Fisher on its own data, one model in memory at a time."""
-    from merging.fisher_estimation import estimate_fisher, save_fisher
+def per_model_files(models: list[str], split: str, tmp: Path, name: str, compute: Callable) -> list[Path]:
+    """``compute(model, loader, run_config, out_file)`` for each model on its own data (``split`` read as for
+    training), one model in memory at a time; returns the files it wrote under ``tmp``."""
     from merging.scoring import run_config, split_loader
     from models import MultimodalModel
 
     paths = []
     for i, path in enumerate(models):
         run_cfg, ckpt = run_config(path)
-        loader = split_loader(path, cfg.fisher.split, train=True, batch_size=run_cfg.train.batch_size)
+        loader = split_loader(path, split, train=True, batch_size=run_cfg.train.batch_size)
         model = MultimodalModel.from_pretrained(ckpt.model_dir)
-        fisher = estimate_fisher(model, loader, cfg.fisher.samples, cfg.fisher.labels, seed=run_cfg.run.seed)
-        paths.append(save_fisher(fisher, tmp / f"fisher_{i}.safetensors"))
-        del model, fisher
+        paths.append(compute(model, loader, run_cfg, tmp / f"{name}_{i}.safetensors"))
+        del model
     return paths
+
+
+def fisher_files(models: list[str], cfg, tmp: Path) -> list[Path]:
+    """Each model's diagonal Fisher on its own data."""
+    from merging.fisher_estimation import estimate_fisher, save_fisher
+
+    return per_model_files(models, cfg.fisher.split, tmp, "fisher", lambda model, loader, run_cfg, out: save_fisher(
+        estimate_fisher(model, loader, cfg.fisher.samples, cfg.fisher.labels, seed=run_cfg.run.seed), out))
 
 
 def gram_files(models: list[str], cfg, tmp: Path) -> list[Path]:
-    """Each model's input Gram matrices on its own data (towers in eval mode, streamed), one model at a time."""
+    """Each model's input Gram matrices on its own data (towers in eval mode, streamed)."""
     from merging.activations import collect_grams, save_grams
-    from merging.scoring import run_config, split_loader
-    from models import MultimodalModel
 
-    paths = []
-    for i, path in enumerate(models):
-        run_cfg, ckpt = run_config(path)
-        loader = split_loader(path, cfg.activations.split, train=True, batch_size=run_cfg.train.batch_size)
-        model = MultimodalModel.from_pretrained(ckpt.model_dir)
-        paths.append(save_grams(collect_grams(model, loader, cfg.activations.samples), tmp / f"grams_{i}.safetensors"))
-        del model
-    return paths
+    return per_model_files(models, cfg.activations.split, tmp, "grams", lambda model, loader, _, out: save_grams(
+        collect_grams(model, loader, cfg.activations.samples), out))
 
 
 def main(argv: list[str] | None = None) -> dict:

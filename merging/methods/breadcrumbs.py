@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from ..registry import register_merge_method
+from .task_arithmetic import add_task_vectors
 
 
 def breadcrumb_mask(delta: Tensor, density: float, gamma: float) -> Tensor:
@@ -41,12 +42,4 @@ def breadcrumbs(tensors: list[Tensor], base: Tensor, density: float = 0.1, gamma
     if not 0.0 < density <= 1.0 or not 0.0 <= gamma <= 1.0 - density:
         raise ValueError(f"breadcrumbs: need 0 < density <= 1 and 0 <= gamma <= 1 - density, got density={density}, "
                          f"gamma={gamma}")
-    w = [1.0] * len(tensors) if weights is None else [float(x) for x in weights]
-    if len(w) != len(tensors):
-        raise ValueError(f"weights has {len(w)} entries for {len(tensors)} models; give one weight per model")
-    b = base.float()
-    delta = torch.zeros_like(b)
-    for wi, t in zip(w, tensors):
-        d = t.float() - b
-        delta.add_(d * breadcrumb_mask(d, density, gamma), alpha=wi)
-    return b + scale * delta
+    return add_task_vectors(tensors, base, scale, weights, lambda _, d: d * breadcrumb_mask(d, density, gamma))

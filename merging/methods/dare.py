@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from ..registry import register_merge_method
+from .task_arithmetic import add_task_vectors
 
 
 def drop_and_rescale(delta: Tensor, p: float, generator: torch.Generator) -> Tensor:
@@ -37,12 +38,8 @@ def dare(tensors: list[Tensor], base: Tensor, p: float = 0.5, scale: float = 1.0
     """
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dare: p must be in [0, 1), got {p}")
-    w = [1.0] * len(tensors) if weights is None else [float(x) for x in weights]
-    if len(w) != len(tensors):
-        raise ValueError(f"weights has {len(w)} entries for {len(tensors)} models; give one weight per model")
-    b = base.float()
-    delta = torch.zeros_like(b)
-    for i, (wi, t) in enumerate(zip(w, tensors)):
-        gen = torch.Generator().manual_seed(zlib.crc32(f"{seed}:{key}:{i}".encode()))
-        delta.add_(drop_and_rescale(t.float() - b, p, gen), alpha=wi)
-    return b + scale * delta
+
+    def sparsify(i: int, delta: Tensor) -> Tensor:
+        return drop_and_rescale(delta, p, torch.Generator().manual_seed(zlib.crc32(f"{seed}:{key}:{i}".encode())))
+
+    return add_task_vectors(tensors, base, scale, weights, sparsify)
