@@ -23,8 +23,8 @@ merge runs in a fresh process; reported: wall time, the process's peak resident 
 compare growth), and the largest difference between the two outputs.
 
 Run: ``python benchmarks/mergekit_compare.py --mergekit-python /work/venv-mergekit/bin/python`` (writes two
-sections of docs/merging.md; the primitives take seconds, the whole models a few minutes and 4 GB of disk under
-``--workdir``). ``--no-scaling`` skips the whole models.
+sections of docs/merging.md; the primitives take seconds, the whole models a few minutes and 5 GB of disk under
+``--workdir``, the inputs, kept for reruns). ``--no-scaling`` skips the whole models.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -174,6 +175,7 @@ def scaling(mergekit_python: str, workdir: Path, sizes: list[int], shape: dict) 
             recipe.write_text(mergekit_recipe(method, models, base))
             theirs = timed([mergekit_yaml, str(recipe), str(out_theirs), "--allow-crimes"])
             diff = max_difference(out_ours, out_theirs)
+            shutil.rmtree(out_ours), shutil.rmtree(out_theirs)  # only the inputs are kept for reruns
             rows.append([method, n, f"{ours[0]:.1f}", f"{theirs[0]:.1f}", f"{ours[0] / theirs[0]:.2f}",
                          f"{ours[1]:.2f}", f"{theirs[1]:.2f}", f"{diff:.1e}"])
             print(rows[-1], flush=True)
