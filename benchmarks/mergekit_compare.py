@@ -18,9 +18,10 @@ Then whole models, each tool through its own command line: N = 2, 4, 8 RoBERTa-b
 parameters, 499 MB in float32; random weights, the maths does not care) saved as folders that both read
 (``config.json`` + ``model.safetensors`` for mergekit, plus ``crossfuse.json`` for us), merged by ``python merge.py``
 and by ``mergekit-yaml`` with linear averaging and with TIES (density 0.2, one more checkpoint as the base). Each
-merge runs in a fresh process; reported: wall time, the process's peak resident memory (``ru_maxrss`` from
-``wait4``; it counts the interpreter and library imports too, which the ``N = 0`` line of each tool is not, so
-compare growth), and the largest difference between the two outputs.
+merge runs in a fresh process started by a bare interpreter (a child forked from this script would inherit its
+memory high-water mark); reported: wall time, the process's peak resident memory (``ru_maxrss`` from ``wait4``; it
+counts the interpreter and library imports too, which the ``N = 0`` line of each tool measures alone, so compare
+growth), and the largest difference between the two outputs.
 
 Run: ``python benchmarks/mergekit_compare.py --mergekit-python /work/venv-mergekit/bin/python`` (writes two
 sections of docs/merging.md; the primitives take seconds, the whole models a few minutes and 5 GB of disk under
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -112,16 +112,24 @@ def roberta_folders(root: Path, n: int, shape: dict) -> list[Path]:
     return folders
 
 
+# Linux carries a process's memory high-water mark through fork and exec, so a merge started straight from this
+# script (which holds torch and the inputs it wrote) would report this script's peak as its own. A bare interpreter
+# starts each merge instead and reports that child's peak on its last line.
+TRAMPOLINE = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:]); _, s, u = os.wait4(p.pid, 0); "
+              "print(f'peak-rss-kib {os.waitstatus_to_exitcode(s)} {u.ru_maxrss}', flush=True)")
+
+
 def timed(cmd: list[str], cwd: Path | None = None) -> tuple[float, float]:
     """Run ``cmd`` in a fresh process: (wall seconds, peak RSS in GB of that process alone)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
+    run = subprocess.run([sys.executable, "-c", TRAMPOLINE, *cmd], cwd=cwd, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
     wall = time.perf_counter() - t0
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{output[-3000:]}")
-    return wall, usage.ru_maxrss / 2**20  # KiB -> GiB
+    *output, last = run.stdout.rstrip().splitlines() or [""]
+    tag, code, kib = (last.split() + ["", "", ""])[:3]
+    if run.returncode != 0 or tag != "peak-rss-kib" or code != "0":
+        raise SystemExit(f"{' '.join(cmd)} failed:\n" + "\n".join(output)[-3000:])
+    return wall, int(kib) / 2**20  # KiB -> GiB
 
 
 def mergekit_recipe(method: str, models: list[Path], base: Path) -> str:

@@ -3,7 +3,7 @@
 Synthetic checkpoints (many 1024x1024 float32 tensors, the shape of a transformer's weights) of several sizes are
 merged with ``merge_checkpoints`` (streaming, safetensors read one tensor at a time) and with the naive approach
 (``load_file`` every checkpoint, then average). Each measurement runs in a fresh subprocess and reports its peak
-resident memory above the process's footprint after imports (``ru_maxrss``, which also counts file pages mapped by
+resident memory above the process's footprint after imports (``VmHWM``, which also counts file pages mapped by
 safetensors), in units of one model's size.
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/merging_memory.py`` (writes docs/merging.md; about 70 s of CPU time,
@@ -42,11 +42,26 @@ def make_checkpoints(root: Path, n_models: int, mb: int) -> list[Path]:
     return paths
 
 
+def peak_rss() -> int:
+    """Bytes: this process's resident high-water mark since it was started.
+
+    Not ``ru_maxrss``: Linux carries the parent's high-water mark into a forked and exec'd child, so a child of this
+    benchmark (which has just written the checkpoints) would start "at" the parent's peak and hide its own growth
+    (a bare ``python -c pass`` run from a 1 GB parent reports 1037 MiB). ``VmHWM`` belongs to the child's own
+    address space.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):  # not Linux: the best there is
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
 def measure(mode: str, paths: list[str]) -> dict:
     """Runs in the child: merge, report seconds and peak RSS growth (bytes)."""
     from merging import merge_checkpoints
 
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    before = peak_rss()
     t0 = time.perf_counter()
     if mode == "streaming":
         merged = merge_checkpoints(paths, "linear")
@@ -54,7 +69,7 @@ def measure(mode: str, paths: list[str]) -> dict:
         states = [load_file(f"{p}/model.safetensors") for p in paths]
         merged = {k: torch.stack([s[k] for s in states]).mean(0) for k in states[0]}
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss()
     return {"seconds": seconds, "peak_growth": peak - before, "tensors": len(merged)}
 
 

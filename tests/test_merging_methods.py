@@ -234,3 +234,29 @@ def test_model_stock_filter_wise_gives_each_row_its_own_ratio():
     torch.testing.assert_close(model_stock([a, b], base, filter_wise=True), torch.tensor([[1.5, 0.0], [0.0, 0.0]]))
     whole = float((a.flatten() @ b.flatten()) / (a.norm() * b.norm()))  # per tensor: one angle for all rows
     torch.testing.assert_close(model_stock([a, b], base), interpolation_ratio(whole, 2) * (a + b) / 2)
+
+
+def test_ties_matches_the_three_steps_of_the_paper_written_out():
+    """The streamed TIES equals trim, elect, disjoint mean on the stacked task vectors, zero-sum entries included."""
+    gen = torch.Generator().manual_seed(0)
+    base = torch.randn(40, 30, generator=gen)
+    base[0, :5] = 0.0  # so that the +2 / -2 task vectors below are exact in float32
+    tensors = [base + torch.randn(40, 30, generator=gen) for _ in range(5)]
+    tensors[1][0, :5] = base[0, :5] + 2.0  # entries where two task vectors cancel exactly (+2, -2): no side elected
+    tensors[2][0, :5] = base[0, :5] - 2.0
+    for t in tensors[3:]:
+        t[0, :5] = base[0, :5]
+    tensors[0][0, :5] = base[0, :5]
+    for density in (1.0, 0.3):
+        deltas = torch.stack([t - base for t in tensors])
+        if density < 1.0:
+            k = round(density * deltas[0].numel())
+            thresholds = deltas.abs().flatten(1).topk(k, dim=1).values[:, -1]
+            deltas = deltas * (deltas.abs() >= thresholds.view(-1, 1, 1))
+        sign = torch.sign(deltas.sum(0))
+        agree = (torch.sign(deltas) == sign) & (deltas != 0)
+        expected = base + (deltas * agree).sum(0) / agree.sum(0).clamp_min(1)
+        out = ties(tensors, base, density=density)
+        torch.testing.assert_close(out, expected)
+        if density == 1.0:
+            torch.testing.assert_close(out[0, :5], base[0, :5])  # +2 and -2 cancel: the base entry is kept

@@ -42,9 +42,18 @@ def ties(tensors: list[Tensor], base: Tensor, density: float = 0.2, scale: float
     if not 0.0 < density <= 1.0:
         raise ValueError(f"ties: density must be in (0, 1], got {density}")
     b = base.float()
-    deltas = torch.stack([trim(t.float() - b, density) for t in tensors])  # (N, *S)
-    sign = torch.sign(deltas.sum(0))
-    agree = (torch.sign(deltas) == sign) & (deltas != 0)
-    count = agree.sum(0).clamp_min(1)
-    merged = (deltas * agree).sum(0) / count
-    return b + scale * merged
+    # One trimmed task vector per model, not stacked: the sign election and the disjoint mean each walk the list
+    # with tensor-sized temporaries, so the peak is N + a few tensors, not several (N, *S) stacks (on the largest
+    # tensor of a model, the embedding, those stacks were most of the merge's memory).
+    deltas = [trim(t.float() - b, density) for t in tensors]
+    total = torch.zeros_like(b)
+    for d in deltas:
+        total += d
+    sign = torch.sign(total)
+    total.zero_()
+    count = torch.zeros_like(b)
+    for d in deltas:
+        agree = d * sign > 0  # non-zero and on the elected side; an entry whose sum is 0 elects no side
+        total += torch.where(agree, d, 0.0)
+        count += agree
+    return b + scale * total / count.clamp_min(1)
