@@ -5,7 +5,9 @@ statement has the same distribution for true and false examples, so only reading
 
 * ``easy``: one object (5 colours x 4 shapes); the statement names a colour+shape. The statement is drawn
   uniformly, the object equals it (true) or is drawn uniformly from the other 19 combinations (false); both
-  ways the object is uniform.
+  ways the object is uniform. Only 3 of the 19 false combinations share the stated colour, so "the colours match"
+  is right 92% of the time; ``colour_lures=q`` makes a fraction q of the false statements name the object's colour
+  with another shape, so that shape carries the label that often (the image stays uniform under both labels).
 * ``hard``: 2-3 objects (4 colours x 3 shapes, distinct combinations) in distinct rows and columns of a 3x3
   grid, drawn first. Half the statements relate two of its objects ("the red circle is left of the blue
   square"); the relation word is whichever makes it true/false, and mirror symmetry of the layouts makes the
@@ -58,12 +60,17 @@ MARGIN = 0.07
 VERSION = 1
 
 
-def _sample_easy(rng: np.random.Generator, label: int) -> tuple[list, tuple]:
+def _sample_easy(rng: np.random.Generator, label: int, colour_lures: float = 0.0) -> tuple[list, tuple]:
     colours, shapes = DIFFICULTIES["easy"]
     combos = list(itertools.product(colours, shapes))
     said = combos[rng.integers(len(combos))]
-    others = [c for c in combos if c != said]
-    colour, shape = said if label else others[rng.integers(len(others))]
+    if label:
+        colour, shape = said
+    elif colour_lures and rng.random() < colour_lures:  # the stated colour, another shape: only shape tells
+        colour, shape = said[0], [s for s in shapes if s != said[1]][rng.integers(len(shapes) - 1)]
+    else:
+        others = [c for c in combos if c != said]
+        colour, shape = others[rng.integers(len(others))]
     size = rng.uniform(0.4, 0.6)
     cx, cy = rng.uniform(MARGIN + size / 2, 1 - MARGIN - size / 2, size=2)
     return [(colour, shape, cx, cy, size)], ("present", *said)
@@ -136,16 +143,18 @@ def _sample_binding(rng: np.random.Generator, label: int) -> tuple[list, tuple]:
     return objects, ("present", *said)
 
 
-def sample_examples(n: int, difficulty: str = "easy", seed: int = 0) -> list[dict]:
+def sample_examples(n: int, difficulty: str = "easy", seed: int = 0, colour_lures: float = 0.0) -> list[dict]:
     """Draw ``n`` example layouts ``{"objects": [(colour, shape, cx, cy, size)], "statement", "label"}`` (no pixels).
 
     Coordinates and sizes are fractions of the image side; labels are exactly balanced.
     """
-    return _sample_split(np.random.default_rng([seed, 99, list(DIFFICULTIES).index(difficulty)]), n, difficulty)
+    rng = np.random.default_rng([seed, 99, list(DIFFICULTIES).index(difficulty)])
+    return _sample_split(rng, n, difficulty, colour_lures)
 
 
-def _sample_split(rng: np.random.Generator, n: int, difficulty: str) -> list[dict]:
-    sample = {"easy": _sample_easy, "hard": _sample_hard, "binding": _sample_binding,
+def _sample_split(rng: np.random.Generator, n: int, difficulty: str, colour_lures: float = 0.0) -> list[dict]:
+    sample = {"easy": lambda rng, label: _sample_easy(rng, label, colour_lures), "hard": _sample_hard,
+              "binding": _sample_binding,
               "relation": lambda rng, label: _sample_hard(rng, label, relation_only=True)}[difficulty]
     labels = rng.permutation(np.arange(n) % 2)
     out = []
@@ -195,6 +204,11 @@ def _check_args(args: dict) -> None:
             raise ValueError(f"unsupported language {lang!r}.{hint} Supported: {', '.join(LANGUAGES)}")
     if not args["languages"] or len(set(args["languages"])) != len(args["languages"]):
         raise ValueError(f"languages must be a non-empty list without repeats, got {args['languages']}")
+    if not 0.0 <= args["colour_lures"] <= 1.0:
+        raise ValueError(f"colour_lures must be in [0, 1], got {args['colour_lures']}")
+    if args["colour_lures"] and args["difficulty"] != "easy":
+        raise ValueError(f"colour_lures applies to the easy variant only (binding has its own lures), got "
+                         f"difficulty {args['difficulty']!r}")
     if args["image_size"] < 16:
         raise ValueError(f"image_size must be at least 16, got {args['image_size']}")
     if min(args["n_train"], args["n_val"], args["n_test"]) < 0:
@@ -209,7 +223,7 @@ def _write(out: Path, args: dict) -> None:
     for k, split in enumerate(SPLITS):
         rng = np.random.default_rng([args["seed"], k, list(DIFFICULTIES).index(args["difficulty"])])
         lines = []
-        for i, ex in enumerate(_sample_split(rng, args[f"n_{split}"], args["difficulty"])):
+        for i, ex in enumerate(_sample_split(rng, args[f"n_{split}"], args["difficulty"], args["colour_lures"])):
             ex_id = f"{split}_{i:05d}"
             img = f"img/{ex_id}.png"
             draw_image(ex["objects"], args["image_size"], rng).save(out / img, format="PNG")
@@ -234,6 +248,8 @@ def _existing(root: Path, args: dict) -> bool:
     meta_path = root / "meta.json"
     if meta_path.is_file():
         old = json.loads(meta_path.read_text(encoding="utf-8")).get("args")
+        if old is not None:
+            old = {"colour_lures": 0.0, **old}  # datasets written before the option existed had none
         if old == args:
             return True
         diff = {k: (old.get(k), v) for k, v in args.items() if not old or old.get(k) != v}
@@ -257,6 +273,7 @@ def generate_shapes(
     difficulty: str = "easy",
     image_size: int = 64,
     seed: int = 0,
+    colour_lures: float = 0.0,
 ) -> Path:
     """Write the shapes benchmark to ``root`` (a no-op if it is already there with the same arguments).
 
@@ -268,7 +285,8 @@ def generate_shapes(
     """
     root = Path(root).absolute()
     args = {"n_train": int(n_train), "n_val": int(n_val), "n_test": int(n_test), "languages": list(languages),
-            "difficulty": difficulty, "image_size": int(image_size), "seed": int(seed)}  # fmt: skip
+            "difficulty": difficulty, "image_size": int(image_size), "seed": int(seed),
+            "colour_lures": float(colour_lures)}  # fmt: skip
     _check_args(args)
     if _existing(root, args):
         return root
@@ -298,6 +316,7 @@ def build_shapes(
     difficulty: str = "easy",
     image_size: int = 64,
     seed: int = 0,
+    colour_lures: float = 0.0,
     on_error: str = "raise",
 ) -> MultimodalDataset:
     """The shapes benchmark (all five languages generated), read back through the jsonl reader.
@@ -305,12 +324,15 @@ def build_shapes(
     Args:
         languages: keep only these languages (None: all).
         generate: create the data in ``root`` if it is not there; if False a missing dataset is an error.
+        colour_lures: ``easy`` only: the fraction of false statements that name the object's colour with another
+            shape (otherwise a false statement names any of the 19 other combinations, and only 3 of them share the
+            colour). Both labels keep a uniform image and statement; only shape tells these false ones apart.
     """
     if split not in SPLITS:
         raise SplitNotFoundError(split, root, SPLITS, _hint(split, SPLITS).strip())
     root_path = Path(root)
     if generate:
-        generate_shapes(root_path, n_train, n_val, n_test, LANGUAGES, difficulty, image_size, seed)
+        generate_shapes(root_path, n_train, n_val, n_test, LANGUAGES, difficulty, image_size, seed, colour_lures)
     elif not (root_path / "meta.json").is_file():
         raise FileNotFoundError(f"no shapes dataset in {root}; pass generate=True or call data.generate_shapes")
     if languages is not None:

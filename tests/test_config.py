@@ -57,11 +57,13 @@ def test_every_experiment_config_loads(path):
     load_config(path)
 
 
-def test_empty_mapping_override_clears_it():
-    # merged, the quickstart's ViT kwargs would reach resnet18 and fail there
-    cfg = load_config("configs/experiments/quickstart.yaml", ["model.vision.name=resnet18", "model.vision.kwargs={}"])
+def test_empty_mapping_override_clears_it(tmp_path):
+    # merged, the experiment's ViT kwargs would reach resnet18 and fail there
+    exp = tmp_path / "vit.yaml"
+    exp.write_text("model:\n  vision:\n    kwargs: {img_size: 32, patch_size: 4, embed_dim: 64}\n")
+    cfg = load_config(exp, ["model.vision.name=resnet18", "model.vision.kwargs={}"])
     assert dict(cfg.model.vision.kwargs) == {}
-    cfg = load_config("configs/experiments/quickstart.yaml", ["model.vision.kwargs={depth: 5}"])
+    cfg = load_config(exp, ["model.vision.kwargs={depth: 5}"])
     assert cfg.model.vision.kwargs.depth == 5 and cfg.model.vision.kwargs.embed_dim == 64  # non-empty still merges
 
 

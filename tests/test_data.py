@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -67,6 +68,19 @@ def test_generation_reuses_or_refuses_existing_root(shapes_root, tmp_path):
     with pytest.raises(FileExistsError, match="not a complete shapes dataset"):
         generate_shapes(partial, **SMALL)
     assert not list(tmp_path.glob(".*tmp-*")), "temporary folders must be cleaned up"
+
+
+def test_a_dataset_written_before_colour_lures_existed_is_reused_not_refused(shapes_root, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(shapes_root, old)
+    meta = json.loads((old / "meta.json").read_text())
+    del meta["args"]["colour_lures"]  # what generate_shapes wrote before the option
+    (old / "meta.json").write_text(json.dumps(meta))
+    before = _files(old)
+    generate_shapes(old, **SMALL)
+    assert _files(old) == before
+    with pytest.raises(FileExistsError, match="colour_lures"):
+        generate_shapes(old, **SMALL, colour_lures=0.5)  # new data never mixes into an old folder
 
 
 def test_splits_are_parallel_and_balanced(shapes_root):
@@ -147,6 +161,26 @@ def test_relation_variant_needs_positions_not_identities():
         return tuple(sorted((o[0], o[1]) for o in ex["objects"])), ex["statement"]
 
     assert abs(_majority_accuracy(train, test, identities_and_statement) - 0.5) < 0.03
+
+
+def test_colour_lures_make_shape_carry_the_label_and_keep_both_modalities_uninformative():
+    """easy: "the colours match" is right 92% of the time (3 of the 19 false combinations share the stated colour);
+    with colour_lures=0.5 that rule drops to 71%, and neither modality alone says anything."""
+    plain = sample_examples(20000, "easy", seed=0)
+    assert plain == sample_examples(20000, "easy", seed=0, colour_lures=0.0)  # the default dataset is unchanged
+    train, test = sample_examples(20000, "easy", seed=0, colour_lures=0.5), sample_examples(20000, "easy", seed=1,
+                                                                                            colour_lures=0.5)
+    assert all(_holds(ex["objects"], ex["statement"]) == bool(ex["label"]) for ex in train)
+
+    def colour_rule(examples):
+        return np.mean([(ex["objects"][0][0] == ex["statement"][1]) == bool(ex["label"]) for ex in examples])
+
+    assert 0.91 < colour_rule(plain) < 0.93  # 1 - 0.5 * 3/19
+    assert 0.70 < colour_rule(test) < 0.73  # 1 - 0.5 * (0.5 + 0.5 * 3/19)
+    for key in (lambda ex: ex["statement"], lambda ex: (ex["objects"][0][0], ex["objects"][0][1])):
+        assert abs(_majority_accuracy(train, test, key) - 0.5) < 0.025
+    with pytest.raises(ValueError, match="easy variant only"):
+        generate_shapes(Path("unused"), difficulty="binding", colour_lures=0.5)
 
 
 def test_binding_variant_defeats_a_bag_of_features():
