@@ -2,7 +2,8 @@
 
 On the quickstart's data half the false statements name the object's colour with another shape, so the rule "the
 colours match" scores 71% (tests/test_data.py; 2.6 points of sampling noise on 300 examples), so 80% needs shape. A
-recipe whose vision tower stops at colour fails this: the previous quickstart tower (a tiny ViT) scores 67% here.
+recipe whose vision tower stops at colour fails this: the previous quickstart tower (a tiny ViT) scores 68% here,
+this recipe 96% (measured when the test was written).
 """
 
 import json
