@@ -21,8 +21,7 @@ import torch
 import torch.nn.functional as F
 from _doc import machine_line, markdown_table, write_section
 
-from data.shapes import draw_image, sample_examples
-from data.shapes_text import COLOURS, SHAPES
+from data.shapes import DIFFICULTIES, draw_image, sample_examples
 
 TOWERS = {  # the previous and the current quickstart tower
     "tiny ViT (patch 4, width 64, 3 blocks)": ("vit_tiny_patch16_224", {"img_size": 32, "patch_size": 4,
@@ -38,14 +37,15 @@ def images(n: int, seed: int, size: int) -> tuple[torch.Tensor, torch.Tensor, to
     rng = np.random.default_rng(seed)
     pixels = np.stack([np.asarray(draw_image(ex["objects"], size, rng)) for ex in examples])
     x = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.25
-    shape = torch.tensor([SHAPES.index(ex["objects"][0][1]) for ex in examples])
-    colour = torch.tensor([COLOURS.index(ex["objects"][0][0]) for ex in examples])
+    colours, shapes = DIFFICULTIES["easy"]
+    shape = torch.tensor([shapes.index(ex["objects"][0][1]) for ex in examples])
+    colour = torch.tensor([colours.index(ex["objects"][0][0]) for ex in examples])
     return x, shape, colour
 
 
 def probe(name: str, kwargs: dict, train, val, steps: int, every: int, lr: float) -> list[tuple[int, float, float]]:
     torch.manual_seed(0)
-    n_shapes, n_colours = int(train[1].max()) + 1, int(train[2].max()) + 1
+    n_colours, n_shapes = (len(v) for v in DIFFICULTIES["easy"])
     model = timm.create_model(name, pretrained=False, num_classes=n_shapes + n_colours, **kwargs)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     x, shape, colour = train
